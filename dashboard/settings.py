@@ -1,0 +1,340 @@
+"""Settings for Batchwatch, read from the environment (twelve-factor).
+
+Every setting is documented in the README with its default. A missing or
+malformed required setting stops start-up with one line naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Git-ignored folder for local state: the SQLite database, the embedded
+# broker's message folders and the beat schedule.
+VAR_DIR = Path(os.environ.get("BATCHWATCH_VAR_DIR", BASE_DIR / "var"))
+
+VERSION = "1.0.0"
+
+
+class SettingError(Exception):
+    """A setting is missing or malformed; its message names the setting."""
+
+
+def _fail(message: str) -> None:
+    # One clear line, no traceback: this is an operator's mistake, not a bug.
+    sys.stderr.write(f"Batchwatch configuration error: {message}\n")
+    raise SystemExit(2)
+
+
+def envstr(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise SettingError(f"{name} must be true or false, got {raw!r}")
+
+
+def envint(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise SettingError(f"{name} must be at least {minimum}{upper}, got {value}")
+    return value
+
+
+def envlist(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in envstr(name, default).split(",") if item.strip()]
+
+
+def envurl(name: str, default: str = "", *, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    value = envstr(name, default)
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise SettingError(f"{name} must be a {' or '.join(schemes)} URL, got a value that is not")
+    return value.rstrip("/")
+
+
+def _database(url: str) -> dict:
+    try:
+        config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+    except Exception:
+        # The URL may hold a password: never echo it.
+        raise SettingError("DATABASE_URL is not a database URL this app understands") from None
+    engine = config.get("ENGINE", "")
+    if engine == "django.db.backends.sqlite3":
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {
+            # A worker writing beside the web process otherwise hits
+            # "database is locked": IMMEDIATE takes the write lock up front, WAL
+            # lets readers carry on while one process writes.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    elif engine == "django.db.backends.postgresql":
+        host = config.get("HOST") or ""
+        local = host in {"", "localhost", "127.0.0.1", "::1"} or host.startswith("/")
+        if envbool("DATABASE_SSL_REQUIRE", not local):
+            config.setdefault("OPTIONS", {})["sslmode"] = "require"
+    else:
+        raise SettingError("DATABASE_URL must be a postgres:// or sqlite:// URL")
+    return config
+
+
+def _redis_ssl(url: str) -> dict | None:
+    # Heroku Redis serves rediss:// with a self-signed certificate.
+    if url.startswith("rediss://"):
+        verify = envbool("REDIS_SSL_VERIFY", False)
+        return {"ssl_cert_reqs": ssl.CERT_REQUIRED if verify else ssl.CERT_NONE}
+    return None
+
+
+try:
+    DEBUG = envbool("DEBUG", False)
+
+    SECRET_KEY = envstr("SECRET_KEY")
+    if not SECRET_KEY:
+        if not DEBUG:
+            raise SettingError("SECRET_KEY is not set (it is required when DEBUG is off)")
+        SECRET_KEY = "django-insecure-local-development-only"
+    elif not DEBUG and (len(SECRET_KEY) < 32 or SECRET_KEY.startswith("django-insecure")):
+        raise SettingError("SECRET_KEY is too short or a default one: set a long random value")
+
+    ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
+    if not DEBUG and not ALLOWED_HOSTS:
+        raise SettingError("ALLOWED_HOSTS is not set (it is required when DEBUG is off)")
+    CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
+    for _origin in CSRF_TRUSTED_ORIGINS:
+        if urlsplit(_origin).scheme not in {"http", "https"}:
+            raise SettingError(f"CSRF_TRUSTED_ORIGINS entries must start with https://, got {_origin!r}")
+
+    DATABASE_URL = envstr("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'batchwatch.sqlite3'}"
+    DATABASES = {"default": _database(DATABASE_URL)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        # A file, not memory, so that tests can share the test database with
+        # threads and with a real Celery worker process.
+        DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+
+    REDIS_URL = envurl("REDIS_URL", schemes=("redis", "rediss"))
+
+    INKIT_API_TOKEN = envstr("INKIT_API_TOKEN")
+    INKIT_API_BASE_URL = envurl("INKIT_API_BASE_URL", "https://api.inkit.com/v1")
+    INKIT_PAGE_SIZE = envint("INKIT_PAGE_SIZE", 100, minimum=1, maximum=1000)
+    INKIT_TIMEOUT_SECONDS = envint("INKIT_TIMEOUT_SECONDS", 30, minimum=1)
+    INKIT_MAX_RETRIES = envint("INKIT_MAX_RETRIES", 5, minimum=0, maximum=20)
+    SYNC_INTERVAL_SECONDS = envint("SYNC_INTERVAL_SECONDS", 60, minimum=5)
+    SYNC_CONCURRENCY = envint("SYNC_CONCURRENCY", 4, minimum=1, maximum=32)
+    # How long a sync's lock outlives its last heartbeat: the longest a killed
+    # worker can keep other syncs out.
+    SYNC_LOCK_SECONDS = envint("SYNC_LOCK_SECONDS", 300, minimum=30)
+
+    DASHBOARD_REFRESH_SECONDS = envint("DASHBOARD_REFRESH_SECONDS", 15, minimum=0)
+    STUCK_AFTER_MINUTES = envint("STUCK_AFTER_MINUTES", 60, minimum=1)
+
+    ALERT_EMAILS = envlist("ALERT_EMAILS")
+    ALERT_WEBHOOK_URL = envurl("ALERT_WEBHOOK_URL")
+    METRICS_TOKEN = envstr("METRICS_TOKEN")
+
+    # Outgoing mail (stuck alerts). Read from the classic EMAIL_* variables,
+    # configured through Django 6.1's MAILERS.
+    _email_options = {
+        "host": envstr("EMAIL_HOST", "localhost"),
+        "port": envint("EMAIL_PORT", 25, minimum=1, maximum=65535),
+        "username": envstr("EMAIL_HOST_USER"),
+        "password": envstr("EMAIL_HOST_PASSWORD"),
+        "use_tls": envbool("EMAIL_USE_TLS", False),
+        "use_ssl": envbool("EMAIL_USE_SSL", False),
+        "timeout": envint("EMAIL_TIMEOUT", 10, minimum=1),
+    }
+    if _email_options["use_tls"] and _email_options["use_ssl"]:
+        raise SettingError("EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be on")
+    MAILERS = {
+        "default": {
+            "BACKEND": envstr("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend"),
+            "OPTIONS": _email_options,
+        }
+    }
+    if MAILERS["default"]["BACKEND"] != "django.core.mail.backends.smtp.EmailBackend":
+        MAILERS["default"]["OPTIONS"] = {}
+    DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "batchwatch@localhost")
+    SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", not DEBUG)
+    LOG_LEVEL = envstr("LOG_LEVEL", "INFO").upper()
+except SettingError as error:
+    _fail(str(error))
+
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "batches",
+]
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    INSTALLED_APPS.append("django.contrib.postgres")
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+WSGI_APPLICATION = "dashboard.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# Security. The platform's router terminates TLS and says so in X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Cookies are HTTPS-only wherever HTTP is redirected to HTTPS.
+SESSION_COOKIE_SECURE = SECURE_SSL_REDIRECT
+CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT
+SECURE_HSTS_SECONDS = 0 if DEBUG else 60 * 60 * 24 * 365
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+# Celery: configured here under the CELERY_ namespace (see dashboard/celery.py).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_USE_SSL = _redis_ssl(REDIS_URL)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than the sync's hard time limit, so a task acked late is not
+        # handed to a second worker while the first is still on it.
+        "visibility_timeout": 3600,
+    }
+else:
+    # Embedded default: kombu's filesystem transport needs no server and
+    # delivers across separate web, worker and beat processes.
+    BROKER_DIR = VAR_DIR / "broker"
+    CELERY_BROKER_URL = "filesystem://localhost//"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "messages"),
+        "data_folder_out": str(BROKER_DIR / "messages"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SOFT_TIME_LIMIT = 15 * 60
+CELERY_TASK_TIME_LIMIT = 16 * 60
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = False  # turned on per task, for the idempotent ones
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_BEAT_SCHEDULE = {
+    "sync-batches": {
+        "task": "batches.tasks.sync_batches",
+        "schedule": float(SYNC_INTERVAL_SECONDS),
+        # A beat tick older than one interval is pointless: the next one comes.
+        "options": {"expires": float(SYNC_INTERVAL_SECONDS)},
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "stream": sys.stdout, "formatter": "line"},
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # urllib3 logs full request URLs at DEBUG; keep it quiet.
+        "urllib3": {"level": "WARNING"},
+        "django.db.backends": {"level": "INFO"},
+    },
+}
