@@ -1,0 +1,403 @@
+"""Inkit batches as this app keeps them, and the runs that sync them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
+from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.utils import timezone
+
+# Inkit's documented batch statuses. Others may appear: they are stored and
+# shown as they come, never rejected.
+IN_PROGRESS = "In Progress"
+COMPLETED = "Completed"
+
+
+def stuck_threshold(now: datetime | None = None) -> datetime:
+    """The moment before which a batch without progress counts as stuck."""
+    return (now or timezone.now()) - timedelta(minutes=settings.STUCK_AFTER_MINUTES)
+
+
+class BatchQuerySet(models.QuerySet["Batch"]):
+    def present(self) -> BatchQuerySet:
+        """Batches Inkit still lists (not marked gone)."""
+        return self.filter(gone_at__isnull=True)
+
+    def in_progress(self) -> BatchQuerySet:
+        return self.filter(status=IN_PROGRESS)
+
+    def stuck(self, now: datetime | None = None) -> BatchQuerySet:
+        """In Progress batches with no progress for STUCK_AFTER_MINUTES.
+
+        A batch never seen progressing counts from when this app first saw it
+        (last_progress_at starts at first_seen_at). Served by batch_stuck_idx.
+        """
+        return self.present().filter(status=IN_PROGRESS, last_progress_at__lte=stuck_threshold(now))
+
+    def with_failures(self) -> BatchQuerySet:
+        """Batches with at least one failed document (batch_failed_idx)."""
+        return self.filter(failed__gt=0)
+
+    def with_status(self, *statuses: str) -> BatchQuerySet:
+        return self.filter(status__in=statuses)
+
+    def in_destination_status(self, destination: str, status: str) -> BatchQuerySet:
+        """Batches whose named destination is in the given status, as Inkit's
+        destination_name + destination_status filters mean (dest_name_status_idx)."""
+        return self.filter(
+            Exists(
+                BatchDestination.objects.filter(
+                    batch_id=OuterRef("pk"), name=destination, status=status
+                )
+            )
+        )
+
+    def search(self, text: str) -> BatchQuerySet:
+        """Case-insensitive match on id or name. On PostgreSQL the substring
+        match is served by the trigram indexes of migration 0002."""
+        return self.filter(Q(id__icontains=text) | Q(name__icontains=text))
+
+    def created_between(self, after: datetime | None, before: datetime | None) -> BatchQuerySet:
+        qs = self
+        if after is not None:
+            qs = qs.filter(created_at__gte=after)
+        if before is not None:
+            qs = qs.filter(created_at__lt=before)
+        return qs
+
+    def capped_count(self, cap: int) -> int:
+        """Count matching rows, stopping at cap + 1: a large table is never
+        counted in full on a page view."""
+        return self.order_by()[: cap + 1].count()
+
+    def summary(self) -> dict:
+        """Figures for the dashboard's summary strip. This scans the tables,
+        so it runs once per sync, never on a page view."""
+        present = self.present()
+        by_status = dict(
+            present.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+        )
+        totals = present.aggregate(
+            batches=Count("pk"),
+            documents=Sum("total", default=0),
+            failed=Sum("failed", default=0),
+            in_progress=Sum("in_progress", default=0),
+        )
+        destinations = list(
+            BatchDestination.objects.filter(batch__gone_at__isnull=True)
+            .order_by()
+            .values("name")
+            .annotate(
+                batches=Count("pk"),
+                count=Sum("count"),
+                completed=Sum("completed"),
+                failed=Sum("failed"),
+                in_progress=Sum("in_progress"),
+            )
+            .order_by("name")
+        )
+        return {
+            "by_status": by_status,
+            "batches": totals["batches"],
+            "documents": totals["documents"],
+            "failed_documents": totals["failed"],
+            "in_progress_documents": totals["in_progress"],
+            "destinations": destinations,
+            "gone": self.filter(gone_at__isnull=False).count(),
+        }
+
+
+class Batch(models.Model):
+    """One Inkit batch, as last listed by GET /v1/batch."""
+
+    id = models.CharField(primary_key=True, max_length=100)
+    name = models.TextField(null=True, blank=True)
+    status = models.CharField(max_length=100)
+    total = models.IntegerField()
+    created_at = models.DateTimeField()
+
+    # Sums over destinations, kept on the batch so the list can sort and
+    # filter on them without a join.
+    count = models.IntegerField(default=0)
+    completed = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    in_progress = models.IntegerField(default=0)
+
+    first_seen_at = models.DateTimeField()
+    # Last time anything Inkit reports about the batch changed.
+    last_changed_at = models.DateTimeField()
+    # Last time completed + failed grew or the status changed: what "stuck"
+    # is measured from. Starts at first_seen_at.
+    last_progress_at = models.DateTimeField()
+    # Set when this app declared the batch stuck (and alerted); cleared when
+    # it recovers or finishes.
+    stuck_since = models.DateTimeField(null=True, blank=True)
+    # Set when a complete sync no longer listed the batch. Rows are never
+    # deleted: a batch that comes back has this cleared.
+    gone_at = models.DateTimeField(null=True, blank=True)
+
+    # The item exactly as last received, for the detail page and to tell
+    # cheaply whether anything changed.
+    raw = models.JSONField()
+
+    objects = BatchQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "batches"
+        indexes = [
+            # The list's default order (newest first) and created_after/before.
+            models.Index(fields=["-created_at", "id"], name="batch_created_idx"),
+            # status=... with the default order.
+            models.Index(fields=["status", "-created_at"], name="batch_status_created_idx"),
+            # sort=<key> on the list page, id as the tie-breaker.
+            models.Index(fields=["name", "id"], name="batch_name_idx"),
+            models.Index(fields=["status", "id"], name="batch_status_idx"),
+            models.Index(fields=["total", "id"], name="batch_total_idx"),
+            models.Index(fields=["completed", "id"], name="batch_completed_idx"),
+            models.Index(fields=["failed", "id"], name="batch_failed_sort_idx"),
+            models.Index(fields=["in_progress", "id"], name="batch_in_progress_idx"),
+            models.Index(fields=["last_progress_at", "id"], name="batch_progress_idx"),
+            # failed=1 with the default order.
+            models.Index(
+                fields=["-created_at"], condition=Q(failed__gt=0), name="batch_failed_idx"
+            ),
+            # BatchQuerySet.stuck(): In Progress, present, oldest progress first.
+            models.Index(
+                fields=["last_progress_at"],
+                condition=Q(status=IN_PROGRESS, gone_at__isnull=True),
+                name="batch_stuck_idx",
+            ),
+            # The stuck evaluator's "declared stuck" set.
+            models.Index(
+                fields=["stuck_since"], condition=Q(stuck_since__isnull=False), name="batch_stuck_since_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.id
+
+    @property
+    def is_gone(self) -> bool:
+        return self.gone_at is not None
+
+    def is_stuck(self, now: datetime | None = None) -> bool:
+        """The same rule as BatchQuerySet.stuck(), for one loaded batch."""
+        return (
+            self.gone_at is None
+            and self.status == IN_PROGRESS
+            and self.last_progress_at <= stuck_threshold(now)
+        )
+
+    def stuck_for(self, now: datetime | None = None) -> timedelta:
+        """How long the batch has gone without progress."""
+        return (now or timezone.now()) - self.last_progress_at
+
+
+class BatchDestination(models.Model):
+    """One destination's generation counts within a batch. Destination names
+    are data: new ones may appear at any time."""
+
+    batch = models.ForeignKey(
+        Batch, on_delete=models.CASCADE, related_name="destinations", db_index=False
+    )
+    name = models.CharField(max_length=100)
+    count = models.IntegerField()
+    completed = models.IntegerField()
+    failed = models.IntegerField()
+    in_progress = models.IntegerField()
+    # Inkit's lowercase per-destination status; undocumented, so optional.
+    status = models.CharField(max_length=100, null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Also the index for "destinations of these batches" (the sync's
+            # per-page read and the list's per-row destinations).
+            models.UniqueConstraint(fields=["batch", "name"], name="destination_unique_per_batch"),
+        ]
+        indexes = [
+            # destination=...&destination_status=... on the list page.
+            models.Index(fields=["name", "status", "batch"], name="dest_name_status_idx"),
+        ]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} → {self.name}"
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed
+
+
+class BatchEvent(models.Model):
+    """One entry in a batch's history: what changed and when this app saw it."""
+
+    class Kind(models.TextChoices):
+        CHANGED = "changed", "Changed"
+        STUCK = "stuck", "Became stuck"
+        RECOVERED = "recovered", "Recovered"
+        FINISHED = "finished", "Finished"
+        GONE = "gone", "No longer listed"
+        RETURNED = "returned", "Listed again"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="events", db_index=False)
+    seen_at = models.DateTimeField()
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # The batch's state after the event.
+    status = models.CharField(max_length=100)
+    completed = models.IntegerField()
+    failed = models.IntegerField()
+    in_progress = models.IntegerField()
+    # What changed: {"status": [old, new], "destinations": {name: {field: [old, new]}}, ...}
+    changes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [
+            # A batch's timeline on the detail page.
+            models.Index(fields=["batch", "seen_at"], name="event_batch_timeline_idx"),
+        ]
+        ordering = ["seen_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} {self.kind} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SyncRunQuerySet(models.QuerySet["SyncRun"]):
+    def finished(self) -> SyncRunQuerySet:
+        return self.exclude(outcome__in=[SyncRun.Outcome.RUNNING, SyncRun.Outcome.SKIPPED])
+
+    def succeeded(self) -> SyncRunQuerySet:
+        return self.filter(outcome=SyncRun.Outcome.SUCCEEDED)
+
+    def last_success(self) -> SyncRun | None:
+        return self.succeeded().order_by("-started_at").first()
+
+    def last_summary(self) -> dict | None:
+        """The dashboard summary computed by the most recent sync that made one."""
+        return (
+            self.filter(summary__isnull=False)
+            .order_by("-started_at")
+            .values_list("summary", flat=True)
+            .first()
+        )
+
+
+class SyncRun(models.Model):
+    """One attempt to pull every page of List Batches into the database."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        MANUAL = "manual", "Sync now"
+        COMMAND = "command", "Command"
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RUNNING)
+    trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.SCHEDULE)
+
+    page_count = models.IntegerField(null=True, blank=True)
+    pages_fetched = models.IntegerField(default=0)
+    batches_seen = models.IntegerField(default=0)
+    batches_created = models.IntegerField(default=0)
+    batches_updated = models.IntegerField(default=0)
+    batches_unchanged = models.IntegerField(default=0)
+    batches_gone = models.IntegerField(default=0)
+    api_requests = models.IntegerField(default=0)
+    api_retries = models.IntegerField(default=0)
+    # Responses by HTTP status ("200": 12, "429": 1) and failures without one
+    # ("timeout", "connection", "bad-json").
+    api_responses = models.JSONField(default=dict, blank=True)
+    # True when the listing was read end to end and checked consistent, which
+    # is what allows marking absent batches gone.
+    complete = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    # Something an operator should know that did not fail the run.
+    note = models.TextField(blank=True)
+    # The dashboard's summary strip as of the end of this run (null when the
+    # run changed nothing and the previous summary still holds).
+    summary = models.JSONField(null=True, blank=True)
+
+    objects = SyncRunQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # Latest runs first: the header, /sync-runs/ and the health check.
+            models.Index(fields=["-started_at"], name="syncrun_recent_idx"),
+            models.Index(
+                fields=["-started_at"],
+                condition=Q(outcome="succeeded"),
+                name="syncrun_last_success_idx",
+            ),
+        ]
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"Sync #{self.pk} {self.outcome}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    @property
+    def is_running(self) -> bool:
+        return self.outcome == self.Outcome.RUNNING
+
+
+class SyncLock(models.Model):
+    """The single-flight lock for syncs: one row, claimed with a conditional
+    update, with an expiry so a killed worker cannot block syncing for long."""
+
+    NAME = "sync"
+
+    name = models.CharField(primary_key=True, max_length=50)
+    holder = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    @classmethod
+    def acquire(cls, run: SyncRun, seconds: int) -> tuple[bool, int | None]:
+        """Claim the lock for run. Returns (acquired, id of the run whose
+        expired claim was taken over, if any)."""
+        try:
+            with transaction.atomic():
+                cls.objects.get_or_create(name=cls.NAME)
+        except IntegrityError:
+            pass  # Another process created the row first: fine.
+        now = timezone.now()
+        previous = cls.objects.filter(name=cls.NAME).values_list("holder_id", flat=True).first()
+        claimed = (
+            cls.objects.filter(name=cls.NAME)
+            .filter(Q(holder__isnull=True) | Q(expires_at__lt=now) | Q(expires_at__isnull=True))
+            .update(holder=run, expires_at=now + timedelta(seconds=seconds))
+        )
+        return claimed == 1, previous if claimed == 1 else None
+
+    @classmethod
+    def holder_id(cls) -> int | None:
+        return (
+            cls.objects.filter(name=cls.NAME, expires_at__gte=timezone.now())
+            .values_list("holder_id", flat=True)
+            .first()
+        )
+
+    @classmethod
+    def heartbeat(cls, run: SyncRun, seconds: int) -> bool:
+        """Push the expiry forward; False means the lock was lost."""
+        return (
+            cls.objects.filter(name=cls.NAME, holder=run).update(
+                expires_at=timezone.now() + timedelta(seconds=seconds)
+            )
+            == 1
+        )
+
+    @classmethod
+    def release(cls, run: SyncRun) -> None:
+        cls.objects.filter(name=cls.NAME, holder=run).update(holder=None, expires_at=None)
