@@ -381,7 +381,7 @@ class SyncLock(models.Model):
         return claimed == 1, previous if claimed == 1 else None
 
     @classmethod
-    def holder_id(cls) -> int | None:
+    def current_holder(cls) -> int | None:
         return (
             cls.objects.filter(name=cls.NAME, expires_at__gte=timezone.now())
             .values_list("holder_id", flat=True)

@@ -1,6 +1,7 @@
 """The Celery app, configured from Django settings under the CELERY_ namespace."""
 
 import os
+from pathlib import Path
 
 from celery import Celery
 
@@ -9,3 +10,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 app = Celery("dashboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def _make_broker_folders() -> None:
+    # The embedded filesystem broker needs its folders to exist before the
+    # first message; Redis needs nothing.
+    from django.conf import settings
+
+    if app.conf.broker_url.startswith("filesystem://"):
+        for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+            Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key]).mkdir(parents=True, exist_ok=True)
+
+
+@app.on_after_configure.connect
+def _on_configure(sender: Celery, **kwargs: object) -> None:
+    _make_broker_folders()

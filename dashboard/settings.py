@@ -199,6 +199,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "batches",
+    "dashboard",
 ]
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     INSTALLED_APPS.append("django.contrib.postgres")

@@ -1,0 +1,572 @@
+"""The sync service: pull every page of Inkit's List Batches into the database.
+
+`sync_all()` is the one entry point; the Celery task, the `sync_batches`
+command and the tests all call it.
+
+Why the listing is read oldest first (sort=created_at): a batch is created
+with the newest created_at, so while a sync pages through the list new
+batches can only join the end of it. Pages already read never shift, nothing
+is skipped or read twice, and the sync follows the page count as it grows.
+Each page is checked to be in that order and the pages to follow one
+another; with the count of distinct batches seen equal to the total_count
+the last page reports, the listing is complete, and only then are batches
+the database has but the listing lacks marked gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .inkit import BatchData, InkitClient, InkitError, Page
+from .models import Batch, BatchDestination, BatchEvent, SyncLock, SyncRun
+
+log = logging.getLogger(__name__)
+
+SORT = "created_at"  # oldest first: see the module docstring.
+PROGRESS_EVERY_SECONDS = 1.0
+HEARTBEAT_EVERY_SECONDS = 10.0
+GONE_CHUNK = 1000
+MAX_REPORTED_REJECTS = 5
+
+BATCH_UPDATE_FIELDS = [
+    "name",
+    "status",
+    "total",
+    "created_at",
+    "count",
+    "completed",
+    "failed",
+    "in_progress",
+    "last_changed_at",
+    "last_progress_at",
+    "gone_at",
+    "raw",
+]
+DESTINATION_FIELDS = ["count", "completed", "failed", "in_progress", "status"]
+
+
+class SyncError(Exception):
+    """The sync cannot go on; the message is meant for an operator."""
+
+
+class SyncLockLost(SyncError):
+    pass
+
+
+class SyncStopped(SyncError):
+    pass
+
+
+# Set when the process is shutting down (a Celery worker on SIGTERM): the
+# sync stops between pages, records itself and releases the lock, well
+# within a platform's shutdown grace period. The next sync carries on.
+shutdown_requested = threading.Event()
+
+
+@dataclass
+class UpsertResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+# Writing one page -------------------------------------------------------------
+
+
+def upsert_batches(items: Iterable[BatchData], now: datetime) -> UpsertResult:
+    """Write one page of batches in a few statements, touching only rows that
+    changed. Progress (completed + failed grew, or the status changed) moves
+    last_progress_at; every change of status or counts adds a BatchEvent."""
+    by_id = {item.id: item for item in items}  # The last copy wins within a page.
+    result = UpsertResult()
+    if not by_id:
+        return result
+    existing = {
+        row["id"]: row
+        for row in Batch.objects.filter(pk__in=list(by_id)).values(
+            "id", "raw", "status", "completed", "failed", "in_progress", "first_seen_at",
+            "last_progress_at", "gone_at",
+        )
+    }
+    changed_ids = [
+        batch_id
+        for batch_id, row in existing.items()
+        if row["raw"] != by_id[batch_id].raw or row["gone_at"] is not None
+    ]
+    old_destinations: dict[str, dict[str, dict]] = {batch_id: {} for batch_id in changed_ids}
+    if changed_ids:
+        for dest in BatchDestination.objects.filter(batch_id__in=changed_ids).values(
+            "id", "batch_id", "name", *DESTINATION_FIELDS
+        ):
+            old_destinations[dest["batch_id"]][dest["name"]] = dest
+
+    batch_rows: list[Batch] = []
+    destination_rows: list[BatchDestination] = []
+    removed_destinations: list[int] = []
+    events: list[BatchEvent] = []
+
+    for batch_id, item in by_id.items():
+        old = existing.get(batch_id)
+        if old is None:
+            result.created += 1
+            batch_rows.append(_batch_row(item, now, first_seen_at=now, last_progress_at=now))
+            destination_rows.extend(_destination_rows(item))
+            continue
+        if batch_id not in old_destinations:
+            result.unchanged += 1
+            continue
+        result.updated += 1
+        row = _batch_row(item, now, first_seen_at=old["first_seen_at"], last_progress_at=now)
+        if not _progressed(old, row):
+            row.last_progress_at = old["last_progress_at"]
+        batch_rows.append(row)
+        old_dests = old_destinations[batch_id]
+        new_dests = {dest.name: dest for dest in item.destinations}
+        destination_changes = {}
+        for dest in _destination_rows(item):
+            before = old_dests.get(dest.name)
+            after = {key: getattr(dest, key) for key in DESTINATION_FIELDS}
+            if before is None or any(before[key] != after[key] for key in DESTINATION_FIELDS):
+                destination_rows.append(dest)
+                destination_changes[dest.name] = _diff(before or {}, after)
+        for name, before in old_dests.items():
+            if name not in new_dests:
+                removed_destinations.append(before["id"])
+                destination_changes[name] = "removed"
+        event = _change_event(old, row, destination_changes, now)
+        if event is not None:
+            events.append(event)
+
+    with transaction.atomic():
+        if batch_rows:
+            Batch.objects.bulk_create(
+                batch_rows,
+                update_conflicts=True,
+                unique_fields=["id"],
+                update_fields=BATCH_UPDATE_FIELDS,
+            )
+        if removed_destinations:
+            BatchDestination.objects.filter(pk__in=removed_destinations).delete()
+        if destination_rows:
+            BatchDestination.objects.bulk_create(
+                destination_rows,
+                update_conflicts=True,
+                unique_fields=["batch", "name"],
+                update_fields=DESTINATION_FIELDS,
+            )
+        if events:
+            BatchEvent.objects.bulk_create(events)
+    return result
+
+
+def _batch_row(item: BatchData, now: datetime, *, first_seen_at: datetime, last_progress_at: datetime) -> Batch:
+    count, completed, failed, in_progress = item.sums()
+    return Batch(
+        id=item.id,
+        name=item.name,
+        status=item.status,
+        total=item.total,
+        created_at=item.created_at,
+        count=count,
+        completed=completed,
+        failed=failed,
+        in_progress=in_progress,
+        first_seen_at=first_seen_at,
+        last_changed_at=now,
+        last_progress_at=last_progress_at,
+        gone_at=None,
+        raw=item.raw,
+    )
+
+
+def _destination_rows(item: BatchData) -> list[BatchDestination]:
+    return [
+        BatchDestination(
+            batch_id=item.id,
+            name=dest.name,
+            count=dest.count,
+            completed=dest.completed,
+            failed=dest.failed,
+            in_progress=dest.in_progress,
+            status=dest.status,
+        )
+        for dest in item.destinations
+    ]
+
+
+def _progressed(old: dict, new: Batch) -> bool:
+    """Progress is completed + failed growing, or the status changing."""
+    return new.status != old["status"] or new.completed + new.failed > old["completed"] + old["failed"]
+
+
+def _diff(before: dict, after: dict) -> dict:
+    return {
+        key: [before.get(key), value] for key, value in after.items() if before.get(key) != value
+    }
+
+
+def _change_event(old: dict, new: Batch, destinations: dict, now: datetime) -> BatchEvent | None:
+    """A history entry when the status or any count changed, None otherwise."""
+    changes = _diff(
+        {key: old[key] for key in ("status", "completed", "failed", "in_progress")},
+        {
+            "status": new.status,
+            "completed": new.completed,
+            "failed": new.failed,
+            "in_progress": new.in_progress,
+        },
+    )
+    if destinations:
+        changes["destinations"] = destinations
+    returned = old["gone_at"] is not None
+    if not changes and not returned:
+        return None
+    return BatchEvent(
+        batch_id=new.id,
+        seen_at=now,
+        kind=BatchEvent.Kind.RETURNED if returned else BatchEvent.Kind.CHANGED,
+        status=new.status,
+        completed=new.completed,
+        failed=new.failed,
+        in_progress=new.in_progress,
+        changes=changes,
+    )
+
+
+def mark_gone(seen: array, now: datetime) -> int:
+    """Mark every present batch whose id hash is not in `seen` (sorted) as
+    gone. Only called after a complete, consistent listing."""
+    missing: list[str] = []
+    for batch_id in Batch.objects.present().values_list("id", flat=True).iterator(chunk_size=5000):
+        key = hash(batch_id)
+        position = bisect_left(seen, key)
+        if position == len(seen) or seen[position] != key:
+            missing.append(batch_id)
+    marked = 0
+    for start in range(0, len(missing), GONE_CHUNK):
+        chunk = missing[start : start + GONE_CHUNK]
+        with transaction.atomic():
+            rows = list(
+                Batch.objects.present()
+                .filter(pk__in=chunk)
+                .values("id", "status", "completed", "failed", "in_progress")
+            )
+            Batch.objects.filter(pk__in=[row["id"] for row in rows]).update(gone_at=now)
+            BatchEvent.objects.bulk_create(
+                BatchEvent(batch_id=row.pop("id"), seen_at=now, kind=BatchEvent.Kind.GONE, **row)
+                for row in rows
+            )
+        marked += len(rows)
+    return marked
+
+
+# Reading the whole listing ------------------------------------------------------
+
+
+@dataclass
+class _Listing:
+    """What the sync learnt about the listing as a whole, to decide whether
+    it was read completely and consistently."""
+
+    seen: array = field(default_factory=lambda: array("q"))
+    bounds: dict[int, tuple[datetime, datetime]] = field(default_factory=dict)
+    last: Page | None = None  # The highest-numbered page fetched...
+    last_number: int = 0  # ...and the number it was asked for by.
+    page_count: int = 0
+    rejected: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, requested: int, page: Page) -> None:
+        self.seen.extend(hash(item.id) for item in page.items)
+        self.rejected.extend(f"page {requested}: {reason}" for reason in page.rejected)
+        self.page_count = max(self.page_count, page.page_count)
+        if page.number != requested:
+            self.problems.append(f"asked for page {requested}, Inkit answered page {page.number}")
+        if requested > self.last_number:
+            self.last, self.last_number = page, requested
+        if page.items:
+            created = [item.created_at for item in page.items]
+            if any(later < earlier for earlier, later in zip(created, created[1:])):
+                self.problems.append(f"page {requested} was not in created_at order")
+            self.bounds[requested] = (created[0], created[-1])
+        elif requested < page.page_count:
+            self.problems.append(f"page {requested} of {page.page_count} was empty")
+
+    def pages_to_fetch(self) -> int:
+        """How many pages the listing has, as far as the pages read so far say."""
+        pages = self.page_count
+        if self.last is not None and self.last.items and not self.last.is_last:
+            pages = max(pages, self.last_number + 1)
+        return pages
+
+    def check(self) -> list[str]:
+        """Reasons the listing cannot be trusted as complete; empty if it can."""
+        problems = list(self.problems)
+        pages = sorted(self.bounds)
+        for before, after in zip(pages, pages[1:]):
+            if self.bounds[after][0] < self.bounds[before][1]:
+                problems.append(f"page {after} starts before page {before} ends")
+                break
+        self.seen = array("q", sorted(self.seen))
+        duplicates = sum(1 for a, b in zip(self.seen, self.seen[1:]) if a == b)
+        if duplicates:
+            problems.append(f"{duplicates} batches were listed twice")
+        total = self.last.total_count if self.last else 0
+        distinct = len(self.seen) - duplicates + len(self.rejected)
+        if total is None:
+            problems.append("Inkit did not report total_count")
+        elif distinct != total:
+            problems.append(f"{distinct} batches listed but Inkit reported {total}")
+        return problems
+
+
+class _Sync:
+    """One sync run in progress: fetches pages (concurrently after the first),
+    writes each as it arrives, keeps the run's record and the lock fresh."""
+
+    def __init__(
+        self,
+        run: SyncRun,
+        client: InkitClient,
+        *,
+        concurrency: int,
+        page_size: int,
+        progress: Callable[[SyncRun], None] | None,
+    ):
+        self.run = run
+        self.client = client
+        self.concurrency = concurrency
+        self.page_size = page_size
+        self.progress = progress
+        self.listing = _Listing()
+        self.wrote = False
+        self._saved_at = 0.0
+        self._heartbeat_at = time.monotonic()
+
+    def sync(self) -> None:
+        self.write(1, self.fetch(1))
+        fetched = 1
+        # Follow the page count as it grows: new batches join the end.
+        while (target := self.listing.pages_to_fetch()) > fetched:
+            self.fetch_concurrently(range(fetched + 1, target + 1))
+            fetched = target
+        self.finish_listing()
+
+    def fetch(self, number: int) -> Page:
+        return self.client.list_batches(page=number, page_size=self.page_size, sort=SORT)
+
+    def fetch_concurrently(self, numbers: Iterable[int]) -> None:
+        """Fetch pages on up to `concurrency` threads; write each in this
+        thread as it arrives. A failure stops the rest and is raised."""
+        numbers = iter(numbers)
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="inkit-page")
+        pending: dict[Future, int] = {}
+        try:
+            for number in islice(numbers, self.concurrency):
+                pending[pool.submit(self.fetch, number)] = number
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    number = pending.pop(future)
+                    self.write(number, future.result())
+                    for following in islice(numbers, 1):
+                        pending[pool.submit(self.fetch, following)] = following
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def write(self, number: int, page: Page) -> None:
+        if shutdown_requested.is_set():
+            raise SyncStopped("stopped because the worker is shutting down; the next sync carries on")
+        result = upsert_batches(page.items, timezone.now())
+        self.listing.add(number, page)
+        run = self.run
+        run.pages_fetched += 1
+        run.page_count = max(run.page_count or 0, self.listing.page_count)
+        run.batches_seen += len(page.items)
+        run.batches_created += result.created
+        run.batches_updated += result.updated
+        run.batches_unchanged += result.unchanged
+        self.wrote = self.wrote or bool(result.created or result.updated)
+        self.keep_fresh()
+
+    def keep_fresh(self, force: bool = False) -> None:
+        """Save progress about once a second and renew the lock about every
+        ten, rather than on every page."""
+        now = time.monotonic()
+        if force or now - self._saved_at >= PROGRESS_EVERY_SECONDS:
+            self._saved_at = now
+            _copy_stats(self.run, self.client)
+            SyncRun.objects.filter(pk=self.run.pk).update(
+                page_count=self.run.page_count,
+                pages_fetched=self.run.pages_fetched,
+                batches_seen=self.run.batches_seen,
+                batches_created=self.run.batches_created,
+                batches_updated=self.run.batches_updated,
+                batches_unchanged=self.run.batches_unchanged,
+                api_requests=self.run.api_requests,
+                api_retries=self.run.api_retries,
+            )
+            if self.progress:
+                self.progress(self.run)
+        if force or now - self._heartbeat_at >= HEARTBEAT_EVERY_SECONDS:
+            self._heartbeat_at = now
+            if not SyncLock.heartbeat(self.run, settings.SYNC_LOCK_SECONDS):
+                raise SyncLockLost(
+                    "lost the sync lock (no heartbeat for SYNC_LOCK_SECONDS); another sync took over"
+                )
+
+    def finish_listing(self) -> None:
+        listing = self.listing
+        if listing.rejected:
+            shown = "; ".join(listing.rejected[:MAX_REPORTED_REJECTS])
+            more = len(listing.rejected) - MAX_REPORTED_REJECTS
+            raise SyncError(
+                f"{len(listing.rejected)} batches could not be read: {shown}"
+                + (f" (and {more} more)" if more > 0 else "")
+            )
+        problems = listing.check()
+        if problems:
+            self.run.note = (
+                "The listing changed while it was read ("
+                + "; ".join(problems)
+                + "), so no batch was marked gone this time; the next sync will catch up."
+            )
+            return
+        self.run.complete = True
+        self.run.batches_gone = mark_gone(listing.seen, timezone.now())
+        self.wrote = self.wrote or self.run.batches_gone > 0
+
+
+def _copy_stats(run: SyncRun, client: InkitClient) -> None:
+    stats = client.stats
+    run.api_requests = stats.requests
+    run.api_retries = stats.retries
+    run.api_responses = dict(stats.responses)
+
+
+# The entry point -----------------------------------------------------------------
+
+
+def build_client() -> InkitClient:
+    """An InkitClient configured from settings."""
+    if not settings.INKIT_API_TOKEN:
+        raise SyncError("INKIT_API_TOKEN is not set, so there is nothing to sync from")
+    return InkitClient(
+        settings.INKIT_API_BASE_URL,
+        settings.INKIT_API_TOKEN,
+        version=settings.VERSION,
+        read_timeout=settings.INKIT_TIMEOUT_SECONDS,
+        max_retries=settings.INKIT_MAX_RETRIES,
+        pool_size=settings.SYNC_CONCURRENCY,
+    )
+
+
+def describe(error: BaseException) -> str:
+    """One line for an operator, never a secret (errors carry no token)."""
+    if isinstance(error, (InkitError, SyncError)):
+        return str(error)
+    if type(error).__name__ == "SoftTimeLimitExceeded":
+        return "stopped at the task's time limit; the next sync carries on"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return f"unexpected error: {type(error).__name__}: {error}"
+
+
+def sync_all(
+    *,
+    trigger: str = SyncRun.Trigger.SCHEDULE,
+    client: InkitClient | None = None,
+    concurrency: int | None = None,
+    progress: Callable[[SyncRun], None] | None = None,
+) -> SyncRun:
+    """Pull every page of List Batches into the database; return the SyncRun.
+
+    Never raises for a failed sync: the outcome and error are on the run.
+    Only one sync runs at a time; a sync that finds another running is
+    recorded as skipped.
+    """
+    run = SyncRun.objects.create(trigger=trigger)
+    acquired, expired_holder = SyncLock.acquire(run, settings.SYNC_LOCK_SECONDS)
+    if not acquired:
+        run.outcome = SyncRun.Outcome.SKIPPED
+        run.note = f"Another sync (#{SyncLock.current_holder()}) was running."
+        run.finished_at = timezone.now()
+        run.save()
+        log.info("sync #%s skipped: another sync is running", run.pk)
+        return run
+    if expired_holder:
+        SyncRun.objects.filter(pk=expired_holder, outcome=SyncRun.Outcome.RUNNING).update(
+            outcome=SyncRun.Outcome.FAILED,
+            finished_at=timezone.now(),
+            error="The worker stopped without finishing (its lock expired).",
+        )
+
+    owns_client = client is None
+    sync: _Sync | None = None
+    try:
+        client = client or build_client()
+        sync = _Sync(
+            run,
+            client,
+            concurrency=concurrency or settings.SYNC_CONCURRENCY,
+            page_size=settings.INKIT_PAGE_SIZE,
+            progress=progress,
+        )
+        sync.sync()
+        run.outcome = SyncRun.Outcome.SUCCEEDED
+    except BaseException as error:
+        run.outcome = SyncRun.Outcome.FAILED
+        run.error = describe(error)
+        if not isinstance(error, (InkitError, SyncError)):
+            log.exception("sync #%s failed unexpectedly", run.pk)
+        if not isinstance(error, Exception):
+            raise  # Interrupted: record the run (below), then let it stop.
+    finally:
+        _finish(run, client, wrote=sync is not None and sync.wrote)
+        if owns_client and client is not None:
+            client.close()
+    return run
+
+
+def _finish(run: SyncRun, client: InkitClient | None, *, wrote: bool) -> None:
+    run.finished_at = timezone.now()
+    if client is not None:
+        _copy_stats(run, client)
+    # The summary strip is computed here, once per sync that changed something.
+    if wrote or not SyncRun.objects.filter(summary__isnull=False).exists():
+        run.summary = Batch.objects.summary()
+    run.save()
+    SyncLock.release(run)
+    log.info("%s", summary_line(run))
+
+
+def summary_line(run: SyncRun) -> str:
+    """The one-line account of a run that the log and the command print."""
+    seconds = run.duration.total_seconds() if run.duration else 0.0
+    head = f"sync #{run.pk} {run.outcome} in {seconds:.1f}s"
+    if run.outcome == SyncRun.Outcome.SKIPPED:
+        return f"{head}: {run.note}"
+    line = (
+        f"{head}: {run.pages_fetched} of {run.page_count or 0} pages, "
+        f"{run.batches_seen} batches ({run.batches_created} new, {run.batches_updated} changed, "
+        f"{run.batches_unchanged} unchanged, {run.batches_gone} gone), "
+        f"{run.api_requests} API requests, {run.api_retries} retries"
+    )
+    if run.error:
+        line += f"; error: {run.error}"
+    elif run.note:
+        line += f"; note: {run.note}"
+    return line

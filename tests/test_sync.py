@@ -1,0 +1,359 @@
+"""The sync service against the simulator over real HTTP, with faults injected."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from batches.inkit import InkitClient
+from batches.models import Batch, BatchEvent, SyncLock, SyncRun
+from batches.sync import sync_all
+
+from .conftest import TOKEN, no_sleep
+
+pytestmark = pytest.mark.django_db
+
+
+def assert_database_matches(sim) -> None:
+    """The database holds exactly the simulator's batches, field for field."""
+    expected = sim.snapshot()
+    stored = {b.id: b for b in Batch.objects.present().prefetch_related("destinations")}
+    assert sorted(stored) == sorted(expected)
+    for batch_id, item in expected.items():
+        batch = stored[batch_id]
+        assert batch.raw == item
+        assert (batch.name, batch.status, batch.total) == (item["name"], item["status"], item["total"])
+        assert batch.created_at == datetime.fromisoformat(item["created_at"])
+        destinations = {d.name: d for d in batch.destinations.all()}
+        assert sorted(destinations) == sorted(item["destinations"])
+        for name, counts in item["destinations"].items():
+            dest = destinations[name]
+            assert (dest.count, dest.completed, dest.failed, dest.in_progress, dest.status) == (
+                counts["count"], counts["completed"], counts["failed"], counts["in_progress"], counts.get("status"),
+            )
+        sums = [sum(d[key] for d in item["destinations"].values()) for key in ("count", "completed", "failed", "in_progress")]
+        assert [batch.count, batch.completed, batch.failed, batch.in_progress] == sums
+
+
+def writes_to(queries, table: str) -> list[str]:
+    return [
+        q["sql"] for q in queries
+        if table in q["sql"] and q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    ]
+
+
+def test_a_first_sync_copies_every_batch_exactly(simulator, inkit):
+    run = sync_all(client=inkit)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    assert run.complete
+    assert_database_matches(simulator)
+    total = len(simulator.snapshot())
+    assert (run.batches_seen, run.batches_created, run.batches_updated) == (total, total, 0)
+    assert run.pages_fetched == run.page_count == -(-total // 25)
+    assert run.api_requests == run.pages_fetched and run.api_retries == 0
+    assert run.summary["batches"] == total
+
+
+def test_it_includes_the_reference_examples_batches(simulator, inkit):
+    sync_all(client=inkit)
+    batch = Batch.objects.get(pk="rb_6WtDgF7RGqdS5Uzea9neZJ")
+    assert batch.name == "test" and batch.status == "Completed"
+    assert Batch.objects.get(pk="rb_esvglATMyCTJ5JfeVrFA").destinations.count() == 0
+
+
+def test_a_second_sync_without_changes_writes_no_batch_rows(simulator, inkit):
+    sync_all(client=inkit)
+    with CaptureQueriesContext(connection) as queries:
+        run = sync_all(client=inkit)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    assert run.batches_unchanged == run.batches_seen == len(simulator.snapshot())
+    assert run.batches_created == run.batches_updated == run.batches_gone == 0
+    assert writes_to(queries.captured_queries, "batches_batch\"") == []
+    assert writes_to(queries.captured_queries, "batches_batchdestination") == []
+    assert writes_to(queries.captured_queries, "batches_batchevent") == []
+    assert_database_matches(simulator)
+
+
+def test_it_writes_changes_and_records_them_in_history(simulator, inkit):
+    sync_all(client=inkit)
+    target = next(i for i in simulator.items() if i["status"] == "In Progress" and i["destinations"])
+    name, dest = next(iter(target["destinations"].items()))
+    before = Batch.objects.get(pk=target["id"])
+    progressed = dict(dest, completed=dest["completed"] + 1, in_progress=max(dest["in_progress"] - 1, 0))
+    simulator.set_batch(target["id"], destinations={**target["destinations"], name: progressed})
+
+    run = sync_all(client=inkit)
+
+    assert run.batches_updated == 1
+    assert_database_matches(simulator)
+    after = Batch.objects.get(pk=target["id"])
+    assert after.last_progress_at > before.last_progress_at
+    assert after.first_seen_at == before.first_seen_at
+    event = BatchEvent.objects.get(batch=after)
+    assert event.kind == BatchEvent.Kind.CHANGED
+    assert event.changes["completed"] == [before.completed, before.completed + 1]
+    assert event.changes["destinations"][name]["completed"] == [dest["completed"], dest["completed"] + 1]
+
+
+def test_a_change_without_progress_does_not_move_last_progress(simulator, inkit):
+    sync_all(client=inkit)
+    target = next(i for i in simulator.items() if i["status"] == "In Progress")
+    before = Batch.objects.get(pk=target["id"])
+    simulator.set_batch(target["id"], name="renamed by ops")
+    sync_all(client=inkit)
+    after = Batch.objects.get(pk=target["id"])
+    assert after.name == "renamed by ops"
+    assert after.last_progress_at == before.last_progress_at
+    assert after.last_changed_at > before.last_changed_at
+    assert not BatchEvent.objects.filter(batch=after).exists()  # Not a status or count change.
+
+
+def test_a_status_change_is_progress(simulator, inkit):
+    sync_all(client=inkit)
+    target = next(i for i in simulator.items() if i["status"] == "In Progress" and not i["destinations"])
+    before = Batch.objects.get(pk=target["id"])
+    simulator.set_batch(target["id"], status="Completed")
+    sync_all(client=inkit)
+    after = Batch.objects.get(pk=target["id"])
+    assert after.status == "Completed" and after.last_progress_at > before.last_progress_at
+    assert BatchEvent.objects.get(batch=after).changes["status"] == ["In Progress", "Completed"]
+
+
+def test_a_destination_that_disappears_is_removed(simulator, inkit):
+    sync_all(client=inkit)
+    target = next(i for i in simulator.items() if len(i["destinations"]) >= 2)
+    dropped, *kept = sorted(target["destinations"])
+    simulator.set_batch(target["id"], destinations={k: target["destinations"][k] for k in kept})
+    sync_all(client=inkit)
+    assert_database_matches(simulator)
+    event = BatchEvent.objects.get(batch_id=target["id"])
+    assert event.changes["destinations"][dropped] == "removed"
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "502", "503", "504", "bad-json", "reset", "slow"])
+def test_it_recovers_from_each_transient_fault(simulator, settings, fault):
+    client = InkitClient(settings.INKIT_API_BASE_URL, TOKEN, sleep=no_sleep, read_timeout=0.5)
+    simulator.faults.slow_seconds = 1.5
+    # Faults on the first page and again in the middle of the concurrent part.
+    simulator.faults.queue.extend([fault, fault])
+    run = sync_all(client=client, concurrency=3)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    assert run.complete
+    assert run.api_retries >= 2
+    assert run.api_requests == run.pages_fetched + run.api_retries
+    assert_database_matches(simulator)
+
+
+def test_a_failed_sync_keeps_what_it_wrote_and_the_next_one_converges(simulator, settings):
+    client = InkitClient(settings.INKIT_API_BASE_URL, TOKEN, sleep=no_sleep, max_retries=2)
+    gone = simulator.items()[0]["id"]
+    simulator.remove_batch(gone)
+    Batch.objects.create(
+        id=gone, status="In Progress", total=1, created_at=timezone.now(), first_seen_at=timezone.now(),
+        last_changed_at=timezone.now(), last_progress_at=timezone.now(), raw={},
+    )
+    # Page 3 fails on every attempt.
+    simulator.faults.queue.extend(["200", "200"] + ["503"] * 3)
+
+    failed = sync_all(client=client, concurrency=1)
+
+    assert failed.outcome == SyncRun.Outcome.FAILED
+    assert "page 3" in failed.error and "503" in failed.error
+    assert not failed.complete
+    assert failed.batches_created == 50  # Pages 1 and 2 are kept.
+    assert Batch.objects.count() == 51
+    assert Batch.objects.get(pk=gone).gone_at is None  # Never marked gone after a failure.
+
+    recovered = sync_all(client=client)
+    assert recovered.outcome == SyncRun.Outcome.SUCCEEDED
+    assert_database_matches(simulator)
+    assert Batch.objects.get(pk=gone).gone_at is not None
+
+
+def test_a_batch_absent_from_a_complete_sync_is_marked_gone_and_can_return(simulator, inkit):
+    sync_all(client=inkit)
+    removed = simulator.items()[5]
+    simulator.remove_batch(removed["id"])
+
+    run = sync_all(client=inkit)
+
+    assert run.complete and run.batches_gone == 1
+    batch = Batch.objects.get(pk=removed["id"])
+    assert batch.gone_at is not None
+    assert BatchEvent.objects.filter(batch=batch, kind=BatchEvent.Kind.GONE).count() == 1
+    assert_database_matches(simulator)
+
+
+
+def test_a_gone_batch_that_is_listed_again_comes_back(simulator, inkit):
+    sync_all(client=inkit)
+    batch_id = simulator.items()[5]["id"]
+    Batch.objects.filter(pk=batch_id).update(gone_at=timezone.now())
+
+    run = sync_all(client=inkit)
+
+    assert run.batches_updated == 1
+    assert Batch.objects.get(pk=batch_id).gone_at is None
+    assert BatchEvent.objects.filter(batch_id=batch_id, kind=BatchEvent.Kind.RETURNED).count() == 1
+    assert_database_matches(simulator)
+
+
+def test_batches_created_mid_sync_are_neither_missed_nor_duplicated(simulator, inkit):
+    sync_all(client=inkit)
+    # 40 new batches arrive just before page 3 is served: the listing grows
+    # by two pages while the sync reads it.
+    simulator.faults.add_when_serving = {3: 40}
+    run = sync_all(client=inkit, concurrency=2)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    assert run.complete, run.note
+    assert run.batches_created == 40
+    assert run.batches_gone == 0
+    assert Batch.objects.filter(gone_at__isnull=False).count() == 0
+    assert_database_matches(simulator)
+
+
+def test_a_listing_out_of_order_is_never_used_to_mark_batches_gone(httpserver):
+    """A server that ignores sort=created_at cannot prove the listing complete."""
+    old = timezone.now() - timedelta(days=2)
+    Batch.objects.create(
+        id="rb_old", status="Completed", total=1, created_at=old, first_seen_at=old,
+        last_changed_at=old, last_progress_at=old, raw={},
+    )
+
+    def item(n: int, day: int) -> dict:
+        return {"id": f"rb_{n}", "name": None, "status": "Completed", "total": 1,
+                "created_at": f"2024-01-{day:02d}T00:00:00.000000Z", "destinations": {}}
+
+    def page(items, number):
+        return {"items": items, "metadata": {"pagination": {
+            "current_page": number, "next_page": 2 if number == 1 else None, "page_count": 2,
+            "page_size": 2, "prev_page": None, "total_count": 4}}}
+
+    httpserver.expect_request("/v1/batch", query_string={"page": "1", "page_size": "25", "sort": "created_at"}).respond_with_json(page([item(1, 9), item(2, 8)], 1))
+    httpserver.expect_request("/v1/batch", query_string={"page": "2", "page_size": "25", "sort": "created_at"}).respond_with_json(page([item(3, 7), item(4, 6)], 2))
+    client = InkitClient(httpserver.url_for("/v1"), "t", sleep=no_sleep)
+    from django.test import override_settings
+
+    with override_settings(INKIT_PAGE_SIZE=25):
+        run = sync_all(client=client)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    assert not run.complete
+    assert "not in created_at order" in run.note
+    assert Batch.objects.get(pk="rb_old").gone_at is None
+    assert Batch.objects.filter(pk__startswith="rb_").count() == 5
+
+
+def oldest_first(sim) -> list[dict]:
+    return sorted(sim.items(), key=lambda item: (item["created_at"], item["id"]))
+
+
+def test_an_unreadable_batch_fails_the_sync_loudly_but_keeps_the_rest(simulator, inkit):
+    bad = oldest_first(simulator)[30]  # On page 2, at 25 a page, oldest first.
+    simulator.set_batch(bad["id"], total="lots")
+    run = sync_all(client=inkit)
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert run.error.startswith("1 batches could not be read: page 2: batch " + bad["id"])
+    assert "total is 'lots'" in run.error
+    assert not run.complete
+    assert Batch.objects.count() == len(simulator.items()) - 1
+
+
+def test_it_fails_clearly_without_a_token(simulator, settings):
+    settings.INKIT_API_TOKEN = ""
+    run = sync_all()
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert run.error == "INKIT_API_TOKEN is not set, so there is nothing to sync from"
+    assert not SyncLock.objects.filter(holder__isnull=False).exists()
+
+
+def test_it_says_when_inkit_rejects_the_token(simulator, settings):
+    settings.INKIT_API_TOKEN = "wrong"
+    run = sync_all()
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert "rejected the API token (401)" in run.error
+    assert "wrong" not in run.error
+
+
+def test_pages_are_fetched_concurrently_within_the_bound(simulator, inkit):
+    simulator.faults.latency_seconds = 0.05
+    in_flight = 0
+    peak = 0
+    lock = threading.Lock()
+    fetch = inkit.list_batches
+
+    def counting(**kwargs):
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        try:
+            return fetch(**kwargs)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    inkit.list_batches = counting
+    run = sync_all(client=inkit, concurrency=3)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    assert peak == 3
+    assert_database_matches(simulator)
+
+
+# Single flight ---------------------------------------------------------------------
+
+
+def test_a_sync_that_finds_the_lock_taken_is_recorded_as_skipped(simulator, inkit):
+    holder = SyncRun.objects.create()
+    assert SyncLock.acquire(holder, 300)[0]
+    run = sync_all(client=inkit)
+    assert run.outcome == SyncRun.Outcome.SKIPPED
+    assert f"#{holder.pk}" in run.note
+    assert Batch.objects.count() == 0
+    assert inkit.stats.requests == 0
+
+
+def test_an_expired_lock_is_taken_over_and_its_run_marked_failed(simulator, inkit):
+    killed = SyncRun.objects.create()
+    SyncLock.acquire(killed, 300)
+    SyncLock.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    run = sync_all(client=inkit)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    killed.refresh_from_db()
+    assert killed.outcome == SyncRun.Outcome.FAILED
+    assert "stopped without finishing" in killed.error
+
+
+def test_the_lock_is_released_after_a_sync(simulator, inkit):
+    sync_all(client=inkit)
+    assert SyncLock.current_holder() is None
+    assert sync_all(client=inkit).outcome == SyncRun.Outcome.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_syncs_at_once_run_one_at_a_time(simulator, settings):
+    """Two threads with their own database connections start syncs together:
+    one syncs, the other is skipped."""
+    simulator.faults.latency_seconds = 0.1
+    barrier = threading.Barrier(2)
+    runs: list[SyncRun] = []
+
+    def start() -> None:
+        client = InkitClient(settings.INKIT_API_BASE_URL, TOKEN, sleep=no_sleep)
+        barrier.wait()
+        try:
+            runs.append(sync_all(client=client))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(run.outcome for run in runs) == [SyncRun.Outcome.SKIPPED, SyncRun.Outcome.SUCCEEDED]
+    assert_database_matches(simulator)
