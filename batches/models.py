@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
-from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Sum
 from django.utils import timezone
 
 # Inkit's documented batch statuses. Others may appear: they are stored and
@@ -35,6 +35,20 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         (last_progress_at starts at first_seen_at). Served by batch_stuck_idx.
         """
         return self.present().filter(status=IN_PROGRESS, last_progress_at__lte=stuck_threshold(now))
+
+    def declared_stuck(self) -> BatchQuerySet:
+        """Batches the stuck evaluator declared stuck and has not cleared
+        (batch_stuck_since_idx)."""
+        return self.filter(stuck_since__isnull=False)
+
+    def recovered_from_stuck(self) -> BatchQuerySet:
+        """Declared stuck, still listed and In Progress, and progressed since:
+        last_progress_at moved past stuck_since (the progress it had then)."""
+        return self.declared_stuck().present().in_progress().filter(last_progress_at__gt=F("stuck_since"))
+
+    def finished_while_stuck(self) -> BatchQuerySet:
+        """Declared stuck, and no longer In Progress or no longer listed."""
+        return self.declared_stuck().filter(~Q(status=IN_PROGRESS) | Q(gone_at__isnull=False))
 
     def with_failures(self) -> BatchQuerySet:
         """Batches with at least one failed document (batch_failed_idx)."""
@@ -131,8 +145,9 @@ class Batch(models.Model):
     # Last time completed + failed grew or the status changed: what "stuck"
     # is measured from. Starts at first_seen_at.
     last_progress_at = models.DateTimeField()
-    # Set when this app declared the batch stuck (and alerted); cleared when
-    # it recovers or finishes.
+    # Set when this app declared the batch stuck (and alerted), to its
+    # last_progress_at then: the start of the stuck period, so progress is
+    # last_progress_at moving past it. Cleared when it recovers or finishes.
     stuck_since = models.DateTimeField(null=True, blank=True)
     # Set when a complete sync no longer listed the batch. Rows are never
     # deleted: a batch that comes back has this cleared.
@@ -251,11 +266,25 @@ class BatchEvent(models.Model):
     in_progress = models.IntegerField()
     # What changed: {"status": [old, new], "destinations": {name: {field: [old, new]}}, ...}
     changes = models.JSONField(default=dict, blank=True)
+    # For the stuck transitions: the alert that told people about it (null
+    # only between the claim and the alert, or if its evaluator died there).
+    alert = models.ForeignKey(
+        "Alert", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+
+    # The kinds the stuck evaluator records, each alerted once.
+    TRANSITIONS = (Kind.STUCK, Kind.RECOVERED, Kind.FINISHED)
 
     class Meta:
         indexes = [
             # A batch's timeline on the detail page.
             models.Index(fields=["batch", "seen_at"], name="event_batch_timeline_idx"),
+            # Transitions no alert took yet (alerts.has_orphaned_transitions).
+            models.Index(
+                fields=["seen_at"],
+                condition=Q(alert__isnull=True, kind__in=["stuck", "recovered", "finished"]),
+                name="event_unalerted_idx",
+            ),
         ]
         ordering = ["seen_at", "pk"]
 
@@ -280,6 +309,16 @@ class SyncRunQuerySet(models.QuerySet["SyncRun"]):
             .order_by("-started_at")
             .values_list("summary", flat=True)
             .first()
+        )
+
+    def with_alert_deliveries(self) -> SyncRunQuerySet:
+        """Runs with run.alert_deliveries.all() prefetched, each with its
+        alert: one extra query for a whole page of runs (/sync-runs/)."""
+        return self.prefetch_related(
+            Prefetch(
+                "alert_deliveries",
+                queryset=AlertDelivery.objects.select_related("alert").order_by("alert_id", "channel"),
+            )
         )
 
 
@@ -401,3 +440,186 @@ class SyncLock(models.Model):
     @classmethod
     def release(cls, run: SyncRun) -> None:
         cls.objects.filter(name=cls.NAME, holder=run).update(holder=None, expires_at=None)
+
+
+# Alerts --------------------------------------------------------------------------
+
+
+class Alert(models.Model):
+    """One message to on-call: the stuck, recovered and finished transitions
+    one evaluation claimed (BatchEvent.alert), and syncing going stale or
+    coming back, as a single digest. Its content is frozen when it is made,
+    so every channel and every retry says the same; each channel's sending
+    is an AlertDelivery. See batches/alerts.py."""
+
+    created_at = models.DateTimeField()
+    # The sync run after which it was evaluated (the latest finished one when
+    # the evaluation ran on its own); null before any sync finished.
+    sync_run = models.ForeignKey(
+        SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts"
+    )
+    subject = models.CharField(max_length=200)
+    stuck = models.IntegerField(default=0)
+    recovered = models.IntegerField(default=0)
+    finished = models.IntegerField(default=0)
+    # "stale" or "recovered" when syncing changed state in this alert.
+    sync_state = models.CharField(max_length=20, blank=True)
+    # What the channels send (alerts.build_payload): no secret is ever in it.
+    payload = models.JSONField()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Alert #{self.pk}: {self.subject}"
+
+
+class AlertDeliveryQuerySet(models.QuerySet["AlertDelivery"]):
+    def queue(self, channel: str) -> AlertDeliveryQuerySet:
+        """A channel's deliveries still to send, oldest alert first: the order
+        they go out in (alert_delivery_queue_idx)."""
+        return self.filter(channel=channel, status__in=AlertDelivery.OPEN).order_by("alert_id")
+
+
+class AlertDelivery(models.Model):
+    """One alert on one channel. Each attempt is claimed with a conditional
+    update (a lease until next_attempt_at), so however many workers deliver,
+    one makes it; a failure is retried later on this row alone, never
+    re-sending what the other channel delivered."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        WEBHOOK = "webhook", "Webhook"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"  # Waiting for its first attempt or a retry.
+        SENDING = "sending", "Sending"  # Claimed; the attempt's lease ends at next_attempt_at.
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"  # Given up.
+
+    OPEN = (Status.PENDING, Status.SENDING)
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
+    # The alert's run, copied so /sync-runs/ prefetches a page of runs'
+    # deliveries in one query (SyncRunQuerySet.with_alert_deliveries).
+    sync_run = models.ForeignKey(
+        SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="alert_deliveries"
+    )
+    channel = models.CharField(max_length=20, choices=Channel.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.IntegerField(default=0)
+    # Pending: when the next attempt is due. Sending: when the attempt under
+    # way counts as abandoned (its worker died). Null once sent or given up.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # The last failure in words for an operator; scrubbed of secrets.
+    error = models.TextField(blank=True)
+
+    objects = AlertDeliveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "alert deliveries"
+        constraints = [
+            # Also the index for an alert's deliveries.
+            models.UniqueConstraint(fields=["alert", "channel"], name="alert_delivery_unique_channel"),
+        ]
+        indexes = [
+            # AlertDeliveryQuerySet.queue(): a channel's open deliveries, oldest first.
+            models.Index(
+                fields=["channel", "alert"],
+                condition=Q(status__in=["pending", "sending"]),
+                name="alert_delivery_queue_idx",
+            ),
+        ]
+        ordering = ["alert_id", "channel"]
+
+    def __str__(self) -> str:
+        return f"Alert #{self.alert_id} by {self.channel}: {self.status}"
+
+    def is_due(self, now: datetime) -> bool:
+        return self.status in self.OPEN and self.next_attempt_at is not None and self.next_attempt_at <= now
+
+    def claim(self, now: datetime, lease: timedelta) -> bool:
+        """Take this delivery for one attempt; False if another worker holds
+        it or it was settled meanwhile."""
+        claimed = AlertDelivery.objects.filter(
+            pk=self.pk, status__in=self.OPEN, next_attempt_at__lte=now
+        ).update(
+            status=self.Status.SENDING,
+            attempts=F("attempts") + 1,
+            last_attempt_at=now,
+            next_attempt_at=now + lease,
+        )
+        if claimed == 1:
+            self.refresh_from_db(fields=["status", "attempts", "last_attempt_at", "next_attempt_at"])
+        return claimed == 1
+
+    def record_sent(self, now: datetime) -> bool:
+        return self._settle(status=self.Status.SENT, sent_at=now, next_attempt_at=None, error="")
+
+    def record_failure(self, error: str, retry_at: datetime | None) -> bool:
+        """Pending again until retry_at, or failed for good when it is None."""
+        status = self.Status.PENDING if retry_at is not None else self.Status.FAILED
+        return self._settle(status=status, next_attempt_at=retry_at, error=error)
+
+    def give_up(self, now: datetime, reason: str) -> bool:
+        """Fail a delivery without attempting it (too old, channel removed)."""
+        updated = AlertDelivery.objects.filter(
+            pk=self.pk, status__in=self.OPEN, next_attempt_at__lte=now
+        ).update(status=self.Status.FAILED, next_attempt_at=None, error=reason)
+        if updated == 1:
+            self.status, self.next_attempt_at, self.error = self.Status.FAILED, None, reason
+        return updated == 1
+
+    def _settle(self, **fields: object) -> bool:
+        # Only the attempt that holds the claim records its outcome: if the
+        # lease ran out and another worker took over, that one records.
+        updated = AlertDelivery.objects.filter(
+            pk=self.pk, status=self.Status.SENDING, attempts=self.attempts
+        ).update(**fields)
+        if updated == 1:
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return updated == 1
+
+
+class SyncHealth(models.Model):
+    """Whether this app has declared syncing stale: no successful sync for
+    SYNC_STALE_AFTER_MINUTES, so stuck batches cannot be seen. One row,
+    changed by conditional updates so the "stale" and "recovered" alerts go
+    out once however many evaluators run."""
+
+    NAME = "sync"
+
+    name = models.CharField(primary_key=True, max_length=50)
+    # When the blindness began (the last success's end, or the first attempt
+    # if none ever succeeded); null while syncing is healthy.
+    stale_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "sync health"
+
+    @classmethod
+    def declared_stale_since(cls) -> datetime | None:
+        return cls.objects.filter(name=cls.NAME).values_list("stale_since", flat=True).first()
+
+    @classmethod
+    def declare_stale(cls, since: datetime) -> bool:
+        """Claim the move to stale; False if it was already declared."""
+        try:
+            with transaction.atomic():
+                cls.objects.get_or_create(name=cls.NAME)
+        except IntegrityError:
+            pass  # Another evaluator created the row first: fine.
+        return cls.objects.filter(name=cls.NAME, stale_since__isnull=True).update(stale_since=since) == 1
+
+    @classmethod
+    def clear_stale(cls) -> datetime | None:
+        """Claim the move back to healthy; returns when the blindness began,
+        or None if another evaluator cleared it first (or it was not stale)."""
+        since = cls.declared_stale_since()
+        if since is None:
+            return None
+        cleared = cls.objects.filter(name=cls.NAME, stale_since=since).update(stale_since=None)
+        return since if cleared == 1 else None
