@@ -25,3 +25,5 @@ def _make_broker_folders() -> None:
 @app.on_after_configure.connect
 def _on_configure(sender: Celery, **kwargs: object) -> None:
     _make_broker_folders()
+    # Beat writes its schedule file there, and a fresh dyno has no var/.
+    Path(sender.conf.beat_schedule_filename).parent.mkdir(parents=True, exist_ok=True)

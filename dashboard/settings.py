@@ -99,6 +99,9 @@ def _database(url: str) -> dict:
         local = host in {"", "localhost", "127.0.0.1", "::1"} or host.startswith("/")
         if envbool("DATABASE_SSL_REQUIRE", not local):
             config.setdefault("OPTIONS", {})["sslmode"] = "require"
+        # libpq waits for ever on an unreachable host; the health check and
+        # a worker's start-up should fail instead.
+        config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
     else:
         raise SettingError("DATABASE_URL must be a postgres:// or sqlite:// URL")
     return config
@@ -115,16 +118,21 @@ def _redis_ssl(url: str) -> dict | None:
 try:
     DEBUG = envbool("DEBUG", False)
 
+    # Platforms run collectstatic while building (Heroku's Python buildpack
+    # does it by itself), where a Docker build or a first deploy may not have
+    # the app's secrets yet; collecting files needs neither the key nor hosts.
+    COLLECTING_STATIC = sys.argv[1:2] == ["collectstatic"]
+
     SECRET_KEY = envstr("SECRET_KEY")
     if not SECRET_KEY:
-        if not DEBUG:
+        if not DEBUG and not COLLECTING_STATIC:
             raise SettingError("SECRET_KEY is not set (it is required when DEBUG is off)")
         SECRET_KEY = "django-insecure-local-development-only"
     elif not DEBUG and (len(SECRET_KEY) < 32 or SECRET_KEY.startswith("django-insecure")):
         raise SettingError("SECRET_KEY is too short or a default one: set a long random value")
 
     ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
-    if not DEBUG and not ALLOWED_HOSTS:
+    if not DEBUG and not ALLOWED_HOSTS and not COLLECTING_STATIC:
         raise SettingError("ALLOWED_HOSTS is not set (it is required when DEBUG is off)")
     CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
     for _origin in CSRF_TRUSTED_ORIGINS:
@@ -150,6 +158,9 @@ try:
     # How long a sync's lock outlives its last heartbeat: the longest a killed
     # worker can keep other syncs out.
     SYNC_LOCK_SECONDS = envint("SYNC_LOCK_SECONDS", 300, minimum=30)
+    # Task threads per worker process. Celery's default is the CPU count,
+    # which on a platform's container is the host's, not the dyno's share.
+    WORKER_CONCURRENCY = envint("WORKER_CONCURRENCY", 4, minimum=1, maximum=64)
 
     DASHBOARD_REFRESH_SECONDS = envint("DASHBOARD_REFRESH_SECONDS", 15, minimum=0)
     STUCK_AFTER_MINUTES = envint("STUCK_AFTER_MINUTES", 60, minimum=1)
@@ -253,7 +264,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Only if present: git keeps no empty folder, so a fresh clone (what a
+# platform builds) may lack it, and check --deploy would warn.
+STATICFILES_DIRS = [path for path in [BASE_DIR / "static"] if path.is_dir()]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -310,10 +323,15 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SOFT_TIME_LIMIT = 15 * 60
 CELERY_TASK_TIME_LIMIT = 16 * 60
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CONCURRENCY = WORKER_CONCURRENCY
 CELERY_TASK_ACKS_LATE = False  # turned on per task, for the idempotent ones
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
+# Beat's record of when each entry last ran, in a writable place on any
+# platform (dashboard/celery.py makes the folder). Losing it with the dyno's
+# filesystem is harmless: the interval starts over.
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "sync-batches": {
         "task": "batches.tasks.sync_batches",
