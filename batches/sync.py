@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from .inkit import BatchData, InkitClient, InkitError, Page
 from .models import Batch, BatchDestination, BatchEvent, SyncLock, SyncRun
+from .stuck import evaluate_after_sync
 
 log = logging.getLogger(__name__)
 
@@ -538,6 +539,9 @@ def sync_all(
         _finish(run, client, wrote=sync is not None and sync.wrote)
         if owns_client and client is not None:
             client.close()
+    # After the lock is released, and never raising: alerting cannot fail or
+    # hold up syncing. A failed run is evaluated too (it can reveal staleness).
+    evaluate_after_sync(run)
     return run
 
 

@@ -4,6 +4,7 @@ from celery import shared_task
 from celery.signals import worker_shutting_down
 
 from .models import SyncRun
+from .stuck import evaluate_stuck
 from .sync import shutdown_requested, sync_all
 
 
@@ -20,3 +21,13 @@ def _stop_syncing(**kwargs: object) -> None:
 def sync_batches(trigger: str = SyncRun.Trigger.SCHEDULE) -> int:
     """Run one full sync of Inkit's batches; return the SyncRun's id."""
     return sync_all(trigger=trigger).pk
+
+
+# Late acks: evaluation claims every transition and delivery, so a task run
+# twice alerts nothing twice.
+@shared_task(acks_late=True, ignore_result=True)
+def check_stuck() -> int | None:
+    """Evaluate stuck batches and syncing, and send or retry due alert
+    deliveries; return the id of the alert made, if any."""
+    alert = evaluate_stuck().alert
+    return alert.pk if alert else None

@@ -166,7 +166,16 @@ try:
     STUCK_AFTER_MINUTES = envint("STUCK_AFTER_MINUTES", 60, minimum=1)
 
     ALERT_EMAILS = envlist("ALERT_EMAILS")
-    ALERT_WEBHOOK_URL = envurl("ALERT_WEBHOOK_URL")
+    # Validated as a URL but kept exactly as given (a trailing slash may
+    # matter to the receiver). A secret: never logged or shown.
+    ALERT_WEBHOOK_URL = envurl("ALERT_WEBHOOK_URL") and envstr("ALERT_WEBHOOK_URL")
+    ALERT_WEBHOOK_TIMEOUT_SECONDS = envint("ALERT_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maximum=60)
+    # No successful sync for this long: one "syncing is stale" alert, and no
+    # stuck alarms until a sync succeeds (the data is too old to judge).
+    SYNC_STALE_AFTER_MINUTES = envint("SYNC_STALE_AFTER_MINUTES", 15, minimum=1)
+    # Where people open Batchwatch (https://batchwatch.example.com): alerts
+    # link to it when set.
+    PUBLIC_URL = envurl("PUBLIC_URL")
     METRICS_TOKEN = envstr("METRICS_TOKEN")
 
     # Outgoing mail (stuck alerts). Read from the classic EMAIL_* variables,
@@ -338,6 +347,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(SYNC_INTERVAL_SECONDS),
         # A beat tick older than one interval is pointless: the next one comes.
         "options": {"expires": float(SYNC_INTERVAL_SECONDS)},
+    },
+    # The safety net behind the post-sync evaluation: retries due alert
+    # deliveries, and notices syncing going stale when syncs stop finishing.
+    "check-stuck": {
+        "task": "batches.tasks.check_stuck",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
     },
 }
 
