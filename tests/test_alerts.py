@@ -638,7 +638,7 @@ def test_a_page_of_sync_runs_gets_its_deliveries_in_one_query(
     assert "Alert #" in html and "Webhook" in html and "Email" in html
     assert "Sent" in html and "2 attempts" in html and "1 attempt<" in html
     # Email went at once; the webhook after its retry, at the next evaluation.
-    assert 'sent <time datetime="2026-01-05T10:01:05+00:00">2026-01-05 10:01:05 UTC</time>' in html
+    assert 'sent <time datetime="2026-01-05T10:01:05+00:00" data-local>2026-01-05 10:01:05 UTC</time>' in html
     assert "2026-01-05 10:11:05 UTC" in html
     assert render_to_string("dashboard/_alert_deliveries.html", {"deliveries": []}).strip() == ""
 
