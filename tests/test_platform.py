@@ -26,6 +26,7 @@ from batches.simulator import InkitSimulator
 from batches.tasks import sync_batches
 
 from .processes import (
+    ROOT,
     PLATFORM_GRACE_SECONDS,
     Process,
     base_env,
@@ -77,6 +78,27 @@ def test_the_procfile_has_the_four_process_types():
     # Threads: SIGTERM reaches the process the running sync is in.
     assert "--pool threads" in commands["worker"]
 
+
+
+def test_app_json_runs_every_procfile_process_with_postgres_and_redis():
+    """The Deploy button and review apps: the formation starts what the
+    Procfile declares (release is a phase, not a process), the add-ons
+    provide DATABASE_URL and REDIS_URL, and the secret key is generated."""
+    manifest = json.loads((ROOT / "app.json").read_text())
+    assert set(manifest["formation"]) == set(procfile()) - {"release"}
+    assert manifest["formation"]["beat"]["quantity"] == 1  # exactly one beat
+    plans = [a if isinstance(a, str) else a["plan"] for a in manifest["addons"]]
+    assert {plan.split(":")[0] for plan in plans} == {"heroku-postgresql", "heroku-redis"}
+    assert manifest["buildpacks"] == [{"url": "heroku/python"}]
+    assert manifest["env"]["SECRET_KEY"] == {
+        "description": manifest["env"]["SECRET_KEY"]["description"],
+        "generator": "secret",
+    }
+    # Every variable offered is one the settings read.
+    settings_source = (ROOT / "dashboard" / "settings.py").read_text()
+    for name in manifest["env"]:
+        assert f'"{name}"' in settings_source, name
+    assert (ROOT / ".python-version").read_text().strip() == "3.13"
 
 def test_gunicorn_takes_port_and_web_concurrency_from_the_platform(tmp_path):
     env = base_env(
