@@ -14,6 +14,18 @@ from django.utils import timezone
 IN_PROGRESS = "In Progress"
 COMPLETED = "Completed"
 
+# What the dashboard's list can sort by; each has an index ending in id.
+BATCH_SORT_KEYS = (
+    "created_at",
+    "name",
+    "status",
+    "total",
+    "completed",
+    "failed",
+    "in_progress",
+    "last_progress_at",
+)
+
 
 def stuck_threshold(now: datetime | None = None) -> datetime:
     """The moment before which a batch without progress counts as stuck."""
@@ -80,6 +92,55 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         if before is not None:
             qs = qs.filter(created_at__lt=before)
         return qs
+
+    def with_destination(self, destination: str) -> BatchQuerySet:
+        """Batches that send to the named destination (dest_name_status_idx)."""
+        return self.filter(
+            Exists(BatchDestination.objects.filter(batch_id=OuterRef("pk"), name=destination))
+        )
+
+    def in_any_destination_status(self, status: str) -> BatchQuerySet:
+        """Batches with any destination in the given status, as Inkit's
+        destination_status filter means without destination_name."""
+        return self.filter(
+            Exists(BatchDestination.objects.filter(batch_id=OuterRef("pk"), status=status))
+        )
+
+    def with_failures_in(self, destination: str) -> BatchQuerySet:
+        """Batches with failed documents at the named destination. The batch's
+        own failed sum is checked too, so batch_failed_idx narrows the rows."""
+        return self.with_failures().filter(
+            Exists(
+                BatchDestination.objects.filter(
+                    batch_id=OuterRef("pk"), name=destination, failed__gt=0
+                )
+            )
+        )
+
+    def sorted_by(self, key: str, descending: bool = False) -> BatchQuerySet:
+        """Order by one of BATCH_SORT_KEYS with id breaking ties, in the
+        directions the sort indexes are built in, so PostgreSQL walks an index
+        (backwards for descending) rather than sorting the table. Null names
+        count as the highest, on SQLite as on PostgreSQL."""
+        if key not in BATCH_SORT_KEYS:
+            raise ValueError(f"cannot sort batches by {key!r}")
+        if descending:
+            order = F(key).desc(nulls_first=True)
+        else:
+            order = F(key).asc(nulls_last=True)
+        # batch_created_idx is (-created_at, id); the others are (key, id).
+        if key == "created_at":
+            tie_breaker = "id" if descending else "-id"
+        else:
+            tie_breaker = "-id" if descending else "id"
+        return self.order_by(order, tie_breaker)
+
+    def for_list(self) -> BatchQuerySet:
+        """What a row of the dashboard's list shows: everything but the raw
+        JSON, with the destinations fetched in one more query."""
+        return self.defer("raw").prefetch_related(
+            Prefetch("destinations", queryset=BatchDestination.objects.order_by("name"))
+        )
 
     def capped_count(self, cap: int) -> int:
         """Count matching rows, stopping at cap + 1: a large table is never
@@ -302,6 +363,28 @@ class SyncRunQuerySet(models.QuerySet["SyncRun"]):
     def last_success(self) -> SyncRun | None:
         return self.succeeded().order_by("-started_at").first()
 
+    def for_header(self) -> SyncRunQuerySet:
+        """The runs the sync status header needs, in one query: the two latest
+        that were not skipped (a running one and the one before it) and the
+        last success, each marked holds_lock (a RUNNING run without the lock
+        has lost its worker)."""
+        attempts = self.exclude(outcome=SyncRun.Outcome.SKIPPED).order_by("-started_at")
+        success = self.succeeded().order_by("-started_at")
+        return (
+            self.filter(Q(pk__in=attempts.values("pk")[:2]) | Q(pk__in=success.values("pk")[:1]))
+            .annotate(
+                holds_lock=Exists(
+                    SyncLock.objects.filter(holder=OuterRef("pk"), expires_at__gte=timezone.now())
+                )
+            )
+            .defer("summary", "api_responses")
+            .order_by("-started_at")
+        )
+
+    def newest_id(self) -> int:
+        """The id of the newest run of any outcome, 0 when there is none."""
+        return self.order_by("-pk").values_list("pk", flat=True).first() or 0
+
     def last_summary(self) -> dict | None:
         """The dashboard summary computed by the most recent sync that made one."""
         return (
@@ -373,6 +456,13 @@ class SyncRun(models.Model):
                 fields=["-started_at"],
                 condition=Q(outcome="succeeded"),
                 name="syncrun_last_success_idx",
+            ),
+            # last_summary(): the dashboard's summary strip on every page view,
+            # past the runs that changed nothing.
+            models.Index(
+                fields=["-started_at"],
+                condition=Q(summary__isnull=False),
+                name="syncrun_summary_idx",
             ),
         ]
         ordering = ["-started_at"]

@@ -1,9 +1,17 @@
 from django.contrib import admin
 from django.urls import path
 
-from dashboard import health
+from dashboard import health, views
 
 urlpatterns = [
+    path("", views.batch_list, name="batch-list"),
+    path("batches/<str:batch_id>/", views.batch_detail, name="batch-detail"),
+    path("export.csv", views.batch_export, name="batch-export"),
+    path("sync-runs/", views.sync_runs, name="sync-runs"),
+    path("sync/", views.sync_now, name="sync-now"),
+    path("sync/status/", views.sync_status, name="sync-status"),
+    path("login/", views.login, name="login"),
+    path("logout/", views.logout, name="logout"),
     path("admin/", admin.site.urls),
     # Platform probes and Prometheus (dashboard/health.py); no login.
     path("healthz", health.healthz, name="healthz"),

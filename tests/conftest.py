@@ -4,8 +4,12 @@ sleep between retries, and ready-made users."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
+from django.core.management import call_command
+from django.test import override_settings
 
 from batches.inkit import InkitClient
 from batches.simulator import InkitSimulator
@@ -37,3 +41,42 @@ def inkit(simulator, settings) -> Iterator[InkitClient]:
     )
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collected_static(tmp_path_factory) -> Iterator[Path]:
+    """Static files collected once per run, as a deploy does, so pages render
+    with DEBUG off: the manifest storage raises for a file it has no entry
+    for (a typo in a {% static %} fails the test that renders it).
+
+    Django's ManifestStaticFilesStorage gives the same hashed names and strict
+    lookups as WhiteNoise's production storage; WhiteNoise's extra step,
+    compressing every file, is what takes seconds, and tests need no gzip."""
+    root = tmp_path_factory.mktemp("staticfiles")
+    storages = {
+        **django_settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+    }
+    with override_settings(STATIC_ROOT=root, STORAGES=storages):
+        call_command("collectstatic", interactive=False, verbosity=0)
+        yield root
+
+
+@pytest.fixture
+def fast_passwords(settings) -> None:
+    """A cheap password hasher: the default one spends most of a second per
+    password by design, which tests need not pay."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def ops_user(django_user_model, fast_passwords):
+    """An ops person (password ops-password-1): sees everything, may not
+    start a sync."""
+    return django_user_model.objects.create_user("ops", password="ops-password-1")
+
+
+@pytest.fixture
+def staff_user(django_user_model, fast_passwords):
+    """Staff (password lead-password-1): may also press Sync now."""
+    return django_user_model.objects.create_user("lead", password="lead-password-1", is_staff=True)

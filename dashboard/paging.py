@@ -1,0 +1,73 @@
+"""Paging over a capped count: the list never counts a large table in full."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The list counts matching batches up to this many, and pages no further:
+# past it, narrowing the filters (or the CSV export) is the way on.
+COUNT_CAP = 10_000
+
+
+@dataclass(frozen=True)
+class CappedPage:
+    """Where one page sits in a result counted up to a cap."""
+
+    number: int
+    size: int
+    found: int  # matching rows, counted up to cap + 1
+    cap: int = COUNT_CAP
+
+    @classmethod
+    def clamp(cls, requested: int, size: int, found: int, cap: int = COUNT_CAP) -> CappedPage:
+        """The requested page, or the last one if it lies past the end."""
+        page = cls(1, size, found, cap)
+        return cls(min(max(requested, 1), page.count), size, found, cap)
+
+    @property
+    def capped(self) -> bool:
+        """True when more rows match than were counted ("10,000+")."""
+        return self.found > self.cap
+
+    @property
+    def reachable(self) -> int:
+        """Rows that paging can reach."""
+        return min(self.found, self.cap)
+
+    @property
+    def count(self) -> int:
+        """Pages that paging can reach; at least one, even when empty."""
+        return max(1, -(-self.reachable // self.size))
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+    @property
+    def first_row(self) -> int:
+        """1-based number of the first row shown (0 when there are none)."""
+        return self.offset + 1 if self.reachable else 0
+
+    @property
+    def last_row(self) -> int:
+        return min(self.offset + self.size, self.reachable)
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.count
+
+    def nearby(self, each_side: int = 2) -> list[int | None]:
+        """Page numbers to offer: the first, the last and a few around this
+        one, None where numbers are left out."""
+        wanted = {1, self.count, *range(self.number - each_side, self.number + each_side + 1)}
+        numbers = sorted(n for n in wanted if 1 <= n <= self.count)
+        shown: list[int | None] = []
+        for n in numbers:
+            if shown and n - shown[-1] > 1:
+                shown.append(None)
+            shown.append(n)
+        return shown

@@ -1,0 +1,273 @@
+"""The dashboard's pages. HTTP glue only: validation lives in forms.py, the
+queries in batches.models' QuerySets."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout as auth_logout
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect
+
+from batches.models import IN_PROGRESS, Batch, SyncRun
+from batches.tasks import sync_batches
+
+from .export import csv_lines, destination_names
+from .forms import PAGE_SIZES, BatchListForm, SyncFollowForm
+from .paging import COUNT_CAP, CappedPage
+from .sync_status import POLL_SECONDS, SyncStatus
+
+# Sortable columns of the list: (sort key, heading, first click sorts descending).
+SORT_COLUMNS = [
+    ("name", "Name", False),
+    ("status", "Status", False),
+    ("total", "Total", True),
+    ("completed", "Completed", True),
+    ("failed", "Failed", True),
+    ("in_progress", "In progress", True),
+    ("created_at", "Created", True),
+    # Oldest progress first: that is where stuck batches are.
+    ("last_progress_at", "Last progress", False),
+]
+EVENTS_SHOWN = 200
+SYNC_RUNS_SHOWN = 100
+
+
+@vary_on_headers("HX-Request")
+def batch_list(request: HttpRequest) -> HttpResponse:
+    """The list (/), as a page or, for htmx, as the #table partial."""
+    form = BatchListForm(request.GET)
+    if not form.is_valid():
+        context = _list_context(request, form, problems=form.problems())
+        return _render_list(request, context, status=400)
+
+    now = timezone.now()
+    batches = form.batches(now)
+    requested = form.cleaned_data["page"]
+    size = form.cleaned_data["page_size"]
+    page = CappedPage.clamp(requested, size, batches.capped_count(COUNT_CAP), COUNT_CAP)
+    if page.number < requested:
+        form.notices.append(f"There is no page {requested}; showing the last page, {page.number}.")
+    rows = list(batches.for_list()[page.offset : page.last_row])
+    context = _list_context(request, form, page=page, rows=rows, now=now)
+    return _render_list(request, context)
+
+
+def _render_list(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
+    # A history restore asks for the whole page even though htmx sends it.
+    if request.htmx and not request.htmx.history_restore_request:
+        context["fragment"] = True
+        # The live refresh leaves the filter form alone (whatever is being
+        # typed or chosen in it); navigation re-renders it to match the URL.
+        context["refresh"] = request.htmx.trigger == "live-refresh"
+        return render(request, "dashboard/batch_list.html#table", context, status=status)
+    return render(request, "dashboard/batch_list.html", context, status=status)
+
+
+def _list_context(
+    request: HttpRequest,
+    form: BatchListForm,
+    *,
+    page: CappedPage | None = None,
+    rows: list[Batch] | None = None,
+    now: datetime | None = None,
+    problems: list[str] | None = None,
+) -> dict:
+    summary = SyncRun.objects.last_summary()
+    stuck_count = Batch.objects.stuck(now).capped_count(COUNT_CAP)
+    data = form.cleaned_data if page is not None else {}
+    query = form.query(page.number) if page is not None else request.GET.copy()
+    return {
+        "form": form,
+        "data": data,
+        "problems": problems or [],
+        "notices": form.notices,
+        "page": page,
+        "rows": rows or [],
+        "now": now or timezone.now(),
+        "query": query,
+        "query_string": query.urlencode(),
+        "columns": _sort_columns(form, query) if page is not None else [],
+        "summary": summary,
+        "summary_statuses": _ordered_statuses((summary or {}).get("by_status", {})),
+        "stuck_count": stuck_count,
+        "count_cap": COUNT_CAP,
+        "status_options": _status_options(summary, data.get("status", [])),
+        "destination_options": _destination_options(summary, data.get("destination", "")),
+        "destination_status_options": _distinct(
+            ["completed", "in_progress", data.get("destination_status", "")]
+        ),
+        "page_sizes": PAGE_SIZES,
+        "sync": SyncStatus.load(),
+        "refresh_seconds": settings.DASHBOARD_REFRESH_SECONDS,
+        "stuck_after_minutes": settings.STUCK_AFTER_MINUTES,
+    }
+
+
+def _sort_columns(form: BatchListForm, query) -> list[dict]:
+    """Each sortable heading: its link (the other direction when it is the
+    current sort) and its aria-sort."""
+    current, descending = form.sort_key, form.descending
+    columns = []
+    for key, label, descending_first in SORT_COLUMNS:
+        if key == current:
+            next_descending = not descending
+            aria_sort = "descending" if descending else "ascending"
+        else:
+            next_descending = descending_first
+            aria_sort = "none"
+        link = query.copy()
+        link.pop("page", None)
+        link["sort"] = f"-{key}" if next_descending else key
+        columns.append(
+            {"key": key, "label": label, "aria_sort": aria_sort, "query": link.urlencode()}
+        )
+    return columns
+
+
+STATUS_ORDER = [IN_PROGRESS, "Completed", "Failed"]
+
+
+def _ordered_statuses(by_status: dict[str, int]) -> list[tuple[str, int]]:
+    """Known statuses first in a fixed order, then any others by name."""
+    known = [(status, by_status[status]) for status in STATUS_ORDER if status in by_status]
+    others = sorted((s, n) for s, n in by_status.items() if s not in STATUS_ORDER)
+    return known + others
+
+
+def _status_options(summary: dict | None, selected: list[str]) -> list[str]:
+    seen = [status for status, _ in _ordered_statuses((summary or {}).get("by_status", {}))]
+    return _distinct([*STATUS_ORDER[:2], *seen, *selected])
+
+
+def _destination_options(summary: dict | None, selected: str) -> list[str]:
+    names = [dest["name"] for dest in (summary or {}).get("destinations", [])]
+    return sorted(_distinct([*names, selected]))
+
+
+def _distinct(values: list[str]) -> list[str]:
+    return [value for i, value in enumerate(values) if value and value not in values[:i]]
+
+
+def batch_detail(request: HttpRequest, batch_id: str) -> HttpResponse:
+    """One batch: every field, destinations, history and the raw JSON."""
+    batch = get_object_or_404(Batch, pk=batch_id)
+    events = list(batch.events.order_by("-seen_at", "-pk")[: EVENTS_SHOWN + 1])
+    # The list's filters ride along so "Back to the list" returns to them.
+    back = BatchListForm(request.GET)
+    back_query = back.query(back.cleaned_data["page"]).urlencode() if back.is_valid() else ""
+    now = timezone.now()
+    context = {
+        "batch": batch,
+        "destinations": list(batch.destinations.order_by("name")),
+        "events": events[:EVENTS_SHOWN],
+        "more_events": len(events) > EVENTS_SHOWN,
+        "events_shown": EVENTS_SHOWN,
+        "stuck": batch.is_stuck(now),
+        "now": now,
+        "raw_json": json.dumps(batch.raw, indent=2, sort_keys=True, ensure_ascii=False),
+        "back_url": reverse("batch-list") + (f"?{back_query}" if back_query else ""),
+        "stuck_after_minutes": settings.STUCK_AFTER_MINUTES,
+        "sync": SyncStatus.load(),
+    }
+    return render(request, "dashboard/batch_detail.html", context)
+
+
+@require_GET
+def batch_export(request: HttpRequest) -> HttpResponse:
+    """/export.csv: the whole filtered, sorted set, streamed."""
+    form = BatchListForm(request.GET)
+    if not form.is_valid():
+        # A file download has nowhere to show a notice: say what is wrong.
+        text = "The export's parameters are not valid:\n" + "\n".join(form.problems()) + "\n"
+        return HttpResponse(text, status=400, content_type="text/plain; charset=utf-8")
+    now = timezone.now()
+    response = StreamingHttpResponse(
+        csv_lines(form.batches(now), destination_names(), now),
+        content_type="text/csv; charset=utf-8",
+    )
+    stamp = now.astimezone(UTC).strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="batches-{stamp}.csv"'
+    return response
+
+
+def sync_runs(request: HttpRequest) -> HttpResponse:
+    """/sync-runs/: recent sync runs, newest first; ?before=<id> for older."""
+    runs = SyncRun.objects.order_by("-started_at", "-pk").defer("summary")
+    before = request.GET.get("before", "")
+    if before.isascii() and before.isdigit():
+        runs = runs.filter(pk__lt=int(before))
+    runs = list(runs[: SYNC_RUNS_SHOWN + 1])
+    context = {
+        "runs": runs[:SYNC_RUNS_SHOWN],
+        "older": runs[SYNC_RUNS_SHOWN - 1].pk if len(runs) > SYNC_RUNS_SHOWN else None,
+        "paged": bool(before),
+        "now": timezone.now(),
+        "sync": SyncStatus.load(),
+    }
+    return render(request, "dashboard/sync_runs.html", context)
+
+
+@require_POST
+def sync_now(request: HttpRequest) -> HttpResponse:
+    """Queue a sync (staff only) and answer with a header that follows it."""
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff can start a sync.")
+    after = SyncRun.objects.newest_id()
+    transaction.on_commit(lambda: sync_batches.delay(trigger=SyncRun.Trigger.MANUAL))
+    if request.htmx:
+        return _sync_status(request, SyncStatus.load(after=after, queued_at=timezone.now()))
+    messages.success(request, "Sync queued: the header shows its progress.")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        back = reverse("batch-list")
+    return redirect(back)
+
+
+@require_GET
+def sync_status(request: HttpRequest) -> HttpResponse:
+    """The header's sync status fragment, polled while a sync runs."""
+    follow = SyncFollowForm(request.GET)
+    if follow.is_valid():
+        status = SyncStatus.load(**follow.cleaned_data)
+    else:
+        status = SyncStatus.load()  # Not following a Sync now: just the status.
+    return _sync_status(request, status)
+
+
+def _sync_status(request: HttpRequest, status: SyncStatus) -> HttpResponse:
+    context = {"sync": status, "poll_seconds": POLL_SECONDS}
+    return render(request, "dashboard/_sync_status.html", context)
+
+
+@login_not_required
+def login(request: HttpRequest) -> HttpResponse:
+    """Django's sign-in page; an htmx request that lost its session (the
+    live refresh after a sign-out elsewhere) sends the whole tab here."""
+    if request.htmx:
+        back = request.htmx.current_url_abs_path or reverse("batch-list")
+        return HttpResponseClientRedirect(redirect_to_login(back).url)
+    return auth_views.LoginView.as_view(redirect_authenticated_user=True)(request)
+
+
+@login_not_required
+@require_POST
+def logout(request: HttpRequest) -> HttpResponse:
+    """Sign out (POST only, so a link cannot do it) and say so."""
+    auth_logout(request)
+    messages.info(request, "You have signed out.")
+    return redirect("login")
