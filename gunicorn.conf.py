@@ -52,7 +52,11 @@ logconfig_dict = {
         "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {
-        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"},
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "line",
+        },
     },
     "root": {"level": "INFO", "handlers": ["stdout"]},
     "loggers": {
@@ -66,4 +70,6 @@ logconfig_dict = {
 control_socket_disable = True
 # Workers heartbeat through a file; /dev/shm keeps that off a slow or
 # read-only disk (Docker-based platforms).
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+worker_tmp_dir = (
+    "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+)

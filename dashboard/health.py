@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 BROKER_TIMEOUT_SECONDS = 2.0
 # The data is stale once the last successful sync is this many intervals old.
 STALE_AFTER_INTERVALS = 3
+# all: everything; web: what serving pages needs (see healthz()).
+HEALTH_SCOPES = ("all", "web")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _CREDENTIALS_IN_URL = re.compile(r"(?<=://)[^/@\s]+@")
@@ -168,7 +170,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
     the reasons when not. ?scope=web checks only what serving pages needs
     (the database): the probe for a platform's router, which must not take
     the dashboard offline because Inkit or the worker is down."""
-    web_only = request.GET.get("scope") == "web"
+    scope = request.GET.get("scope", "all")
+    if scope not in HEALTH_SCOPES:
+        return JsonResponse(
+            {"error": f"scope must be one of {', '.join(HEALTH_SCOPES)}"}, status=400
+        )
+    web_only = scope == "web"
     checks: dict[str, str] = {}
     reasons: list[str] = []
     sync: dict | None = None
@@ -373,7 +380,9 @@ def render_metrics(now: datetime | None = None) -> str:
             "Requests the last finished sync retried.",
             [({}, last.api_retries)],
         )
-        responses = {str(status): int(count) for status, count in (last.api_responses or {}).items()}
+        responses = {
+            str(status): int(count) for status, count in (last.api_responses or {}).items()
+        }
         out.gauge(
             "batchwatch_last_sync_api_responses",
             "Inkit's answers to the last finished sync, by HTTP status "

@@ -119,7 +119,9 @@ class Process:
                 self._reader.join(2)
                 pytest.fail(f"{self.name} exited ({self.popen.returncode}):\n{self.output}")
             time.sleep(0.1)
-        pytest.fail(f"{self.name} printed no line matching {pattern!r} in {timeout:.0f} s:\n{self.output}")
+        pytest.fail(
+            f"{self.name} printed no line matching {pattern!r} in {timeout:.0f} s:\n{self.output}"
+        )
 
     def signal(self, signum: int) -> None:
         # The whole group, as a platform does to a dyno.
@@ -143,7 +145,9 @@ class Process:
         self._reader.join(5)
 
 
-def run_to_completion(name: str, command: str, env: dict[str, str], timeout: float = 180) -> Process:
+def run_to_completion(
+    name: str, command: str, env: dict[str, str], timeout: float = 180
+) -> Process:
     """Run a one-off process (release, collectstatic...) and wait for it."""
     process = Process(name, command, env)
     if process.wait(timeout) is None:
@@ -222,14 +226,24 @@ def throwaway_database(base_url: str, folder: Path) -> Iterator[tuple[str, str |
     name = f"bw_platform_{secrets.token_hex(4)}"
     password = f"pw-{secrets.token_hex(12)}"
     try:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-            sql.Identifier(name), sql.Literal(password)))
-        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-            sql.Identifier(name), sql.Identifier(name)))
-        netloc = f"{quote(name)}:{quote(password)}@{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(password)
+            )
+        )
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(name)
+            )
+        )
+        netloc = (
+            f"{quote(name)}:{quote(password)}@{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
+        )
         yield urlunsplit((parts.scheme, netloc, f"/{name}", parts.query, "")), password
     finally:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
         admin.close()
 

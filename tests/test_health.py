@@ -133,7 +133,9 @@ def test_it_turns_503_when_the_broker_refuses_connections(client, monkeypatch):
     assert response.json()["reasons"] == ["the broker is unreachable"]
 
 
-def test_the_filesystem_broker_is_healthy_while_its_folders_are_writable(client, monkeypatch, tmp_path):
+def test_the_filesystem_broker_is_healthy_while_its_folders_are_writable(
+    client, monkeypatch, tmp_path
+):
     finished_run(SyncRun.Outcome.SUCCEEDED, 1)
     folders = {
         "data_folder_in": tmp_path / "messages",
@@ -160,7 +162,18 @@ def test_scope_web_checks_only_what_serving_pages_needs(client, monkeypatch):
     assert client.get("/healthz").status_code == 503
     response = client.get("/healthz?scope=web")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "reasons": [], "checks": {"database": "ok"}, "version": "1.0.0"}
+    assert response.json() == {
+        "status": "ok",
+        "reasons": [],
+        "checks": {"database": "ok"},
+        "version": "1.0.0",
+    }
+
+
+def test_an_unknown_scope_is_a_bad_request(client):
+    response = client.get("/healthz?scope=everything")
+    assert response.status_code == 400
+    assert response.json() == {"error": "scope must be one of all, web"}
 
 
 def test_it_says_nothing_secret(client, settings):

@@ -120,7 +120,10 @@ def test_after_a_sync_it_matches_the_database(simulator, inkit, metrics_token, s
 
     present = Batch.objects.present()
     for status in set(present.values_list("status", flat=True)):
-        assert samples[f'batchwatch_batches{{status="{status}"}}'] == present.filter(status=status).count()
+        assert (
+            samples[f'batchwatch_batches{{status="{status}"}}']
+            == present.filter(status=status).count()
+        )
     by_status = {k: v for k, v in samples.items() if k.startswith("batchwatch_batches{")}
     assert sum(by_status.values()) == present.count()
     assert samples["batchwatch_failed_documents"] == present.aggregate(n=Sum("failed"))["n"]
@@ -130,9 +133,15 @@ def test_after_a_sync_it_matches_the_database(simulator, inkit, metrics_token, s
     run.refresh_from_db()
     assert samples['batchwatch_last_sync_outcome{outcome="succeeded"}'] == 1
     assert samples['batchwatch_last_sync_outcome{outcome="failed"}'] == 0
-    assert samples["batchwatch_last_sync_timestamp_seconds"] == pytest.approx(run.finished_at.timestamp())
-    assert samples["batchwatch_last_success_timestamp_seconds"] == pytest.approx(run.finished_at.timestamp())
-    assert samples["batchwatch_last_sync_duration_seconds"] == pytest.approx(run.duration.total_seconds())
+    assert samples["batchwatch_last_sync_timestamp_seconds"] == pytest.approx(
+        run.finished_at.timestamp()
+    )
+    assert samples["batchwatch_last_success_timestamp_seconds"] == pytest.approx(
+        run.finished_at.timestamp()
+    )
+    assert samples["batchwatch_last_sync_duration_seconds"] == pytest.approx(
+        run.duration.total_seconds()
+    )
     assert 0 <= samples["batchwatch_last_sync_age_seconds"] < 60
     assert samples["batchwatch_last_sync_api_requests"] == run.api_requests == run.pages_fetched
     assert samples['batchwatch_last_sync_api_responses{status="200"}'] == run.pages_fetched
@@ -146,7 +155,9 @@ def test_it_reports_the_api_errors_of_the_last_finished_sync(simulator, inkit, m
     run = sync_all(client=inkit)
     assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
     samples = parse(scrape())
-    assert samples['batchwatch_last_sync_api_responses{status="429"}'] == run.api_responses["429"] > 0
+    assert (
+        samples['batchwatch_last_sync_api_responses{status="429"}'] == run.api_responses["429"] > 0
+    )
     assert samples["batchwatch_last_sync_api_errors"] == run.api_responses["429"]
     assert samples["batchwatch_last_sync_api_retries"] == run.api_retries > 0
 

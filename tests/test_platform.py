@@ -15,7 +15,6 @@ import secrets
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -26,8 +25,8 @@ from batches.simulator import InkitSimulator
 from batches.tasks import sync_batches
 
 from .processes import (
-    ROOT,
     PLATFORM_GRACE_SECONDS,
+    ROOT,
     Process,
     base_env,
     database_url_for_tests,
@@ -79,7 +78,6 @@ def test_the_procfile_has_the_four_process_types():
     assert "--pool threads" in commands["worker"]
 
 
-
 def test_app_json_runs_every_procfile_process_with_postgres_and_redis():
     """The Deploy button and review apps: the formation starts what the
     Procfile declares (release is a phase, not a process), the add-ons
@@ -99,6 +97,7 @@ def test_app_json_runs_every_procfile_process_with_postgres_and_redis():
     for name in manifest["env"]:
         assert f'"{name}"' in settings_source, name
     assert (ROOT / ".python-version").read_text().strip() == "3.13"
+
 
 def test_gunicorn_takes_port_and_web_concurrency_from_the_platform(tmp_path):
     env = base_env(
@@ -137,9 +136,13 @@ def test_it_boots_like_a_platform_and_a_scheduled_sync_turns_healthz_green(tmp_p
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 
-    with simulator.serve() as inkit, throwaway_database(
-        os.environ.get("DATABASE_URL", ""), tmp_path
-    ) as (database_url, database_password):
+    with (
+        simulator.serve() as inkit,
+        throwaway_database(os.environ.get("DATABASE_URL", ""), tmp_path) as (
+            database_url,
+            database_password,
+        ),
+    ):
         env = base_env(
             DEBUG="false",
             SECRET_KEY=secret_key,
@@ -312,7 +315,9 @@ def test_the_worker_stops_a_running_sync_cleanly_on_sigterm(simulator, settings,
 
     sync_batches.delay(trigger=SyncRun.Trigger.MANUAL)
     run = poll(
-        lambda: SyncRun.objects.filter(outcome=SyncRun.Outcome.RUNNING, pages_fetched__gte=2).first(),
+        lambda: SyncRun.objects.filter(
+            outcome=SyncRun.Outcome.RUNNING, pages_fetched__gte=2
+        ).first(),
         60,
         "the sync getting under way",
         every=0.1,
@@ -325,7 +330,7 @@ def test_the_worker_stops_a_running_sync_cleanly_on_sigterm(simulator, settings,
     took = time.monotonic() - started
     if code is None:
         worker.kill()
-        pytest.fail(f"the worker was still running {PLATFORM_GRACE_SECONDS:.0f} s after SIGTERM:\n{worker.output}")
+        pytest.fail(f"still running {PLATFORM_GRACE_SECONDS:.0f} s after SIGTERM:\n{worker.output}")
 
     assert code == 0, worker.output
     assert took < 15, f"the worker took {took:.1f} s to stop"
@@ -336,5 +341,8 @@ def test_the_worker_stops_a_running_sync_cleanly_on_sigterm(simulator, settings,
     assert run.pages_fetched < run.page_count
     assert SyncLock.objects.get(name=SyncLock.NAME).holder_id is None
     assert "Warm shutdown" in worker.output
-    assert re.search(rf"sync #{run.pk} failed in [\d.]+s: .*worker is shutting down", worker.output)
-    print(f"worker stopped {took:.1f} s after SIGTERM, {run.pages_fetched} of {run.page_count} pages in")
+    summary = rf"sync #{run.pk} failed in [\d.]+s: .*worker is shutting down"
+    assert re.search(summary, worker.output)
+    print(
+        f"worker stopped {took:.1f} s after SIGTERM, {run.pages_fetched}/{run.page_count} pages in"
+    )

@@ -88,13 +88,17 @@ def test_it_refuses_a_default_or_weak_secret_key(tmp_path, secret_key):
 def test_it_refuses_to_start_without_allowed_hosts(tmp_path):
     env = production_env(tmp_path, ALLOWED_HOSTS=None)
     process = run_to_completion("check", "python manage.py check", env, timeout=60)
-    assert one_line_refusal(process) == "ALLOWED_HOSTS is not set (it is required when DEBUG is off)"
+    assert (
+        one_line_refusal(process) == "ALLOWED_HOSTS is not set (it is required when DEBUG is off)"
+    )
 
 
 @pytest.mark.parametrize(
     "database_url",
-    ["postgres://batchwatch:hunter2-secret@db.example.com:notaport/batchwatch",
-     "mysql://batchwatch:hunter2-secret@db.example.com/batchwatch"],
+    [
+        "postgres://batchwatch:hunter2-secret@db.example.com:notaport/batchwatch",
+        "mysql://batchwatch:hunter2-secret@db.example.com/batchwatch",
+    ],
     ids=["malformed", "unsupported"],
 )
 def test_a_bad_database_url_is_refused_without_echoing_its_password(tmp_path, database_url):
@@ -126,7 +130,9 @@ def test_check_deploy_fails_without_the_https_redirect(tmp_path):
 # Static files ---------------------------------------------------------------
 
 
-def test_static_files_build_without_secrets_and_are_served_compressed_and_hashed(tmp_path, settings):
+def test_static_files_build_without_secrets_and_are_served_compressed_and_hashed(
+    tmp_path, settings
+):
     """What the buildpack does: collectstatic with no SECRET_KEY, hosts or
     database (a first deploy, a Docker build). STATIC_ROOT is moved, to keep
     the test out of the repository's staticfiles/, and Django admin's own
@@ -186,7 +192,10 @@ def test_a_local_database_needs_no_ssl(monkeypatch):
 
 @pytest.mark.parametrize(
     ("url", "require", "expected"),
-    [("postgres://u:p@db.internal/d", "false", None), ("postgres://u@localhost/d", "true", "require")],
+    [
+        ("postgres://u:p@db.internal/d", "false", None),
+        ("postgres://u@localhost/d", "true", "require"),
+    ],
 )
 def test_database_ssl_require_overrides_the_guess(monkeypatch, url, require, expected):
     monkeypatch.setenv("DATABASE_SSL_REQUIRE", require)
@@ -195,7 +204,9 @@ def test_database_ssl_require_overrides_the_guess(monkeypatch, url, require, exp
 
 def test_rediss_skips_certificate_checks_unless_asked(monkeypatch):
     monkeypatch.delenv("REDIS_SSL_VERIFY", raising=False)
-    assert _redis_ssl("rediss://:p@ec2.compute.amazonaws.com:6380") == {"ssl_cert_reqs": ssl.CERT_NONE}
+    assert _redis_ssl("rediss://:p@ec2.compute.amazonaws.com:6380") == {
+        "ssl_cert_reqs": ssl.CERT_NONE
+    }
     assert _redis_ssl("redis://127.0.0.1:6379/0") is None
     monkeypatch.setenv("REDIS_SSL_VERIFY", "true")
     assert _redis_ssl("rediss://:p@redis.example.com:6380") == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
@@ -209,18 +220,57 @@ def tls_redis(tmp_path) -> Iterator[tuple[str, str]]:
     assert redis_server, "redis-server is needed (Debian: apt-get install redis-server)"
     cert, key = tmp_path / "redis.crt", tmp_path / "redis.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=redis.invalid", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=redis.invalid",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     password = f"redis-pw-{secrets.token_hex(8)}"
     port = free_port()
     server = subprocess.Popen(
-        [redis_server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
-         "--tls-auth-clients", "no", "--requirepass", password,
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            redis_server,
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(cert),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         import redis
@@ -268,12 +318,8 @@ def test_a_sync_goes_through_a_tls_redis_with_a_self_signed_certificate(
     worker = Process("worker", procfile()["worker"], env)
     try:
         worker.wait_for_line(r"celery@\S+ ready\.")
-        send = run_to_completion(
-            "send",
-            "celery -A dashboard call batches.tasks.sync_batches --kwargs '{\"trigger\": \"manual\"}'",
-            env,
-            timeout=60,
-        )
+        call = "celery -A dashboard call batches.tasks.sync_batches"
+        send = run_to_completion("send", f'{call} --kwargs \'{{"trigger": "manual"}}\'', env)
         assert send.popen.returncode == 0, send.output
         run = poll(
             lambda: SyncRun.objects.filter(
@@ -292,7 +338,10 @@ def test_a_sync_goes_through_a_tls_redis_with_a_self_signed_certificate(
 
     # Certificate checks on: the self-signed certificate is refused.
     strict = run_to_completion(
-        "health", f'python manage.py shell -c "{health}"', {**env, "REDIS_SSL_VERIFY": "true"}, timeout=60
+        "health",
+        f'python manage.py shell -c "{health}"',
+        {**env, "REDIS_SSL_VERIFY": "true"},
+        timeout=60,
     )
     assert strict.lines[-1] == "the broker is unreachable", strict.output
     assert "CERTIFICATE_VERIFY_FAILED" in strict.output
@@ -335,4 +384,3 @@ def test_a_sync_logs_one_line_and_never_a_secret(settings, caplog, capfd):
     for secret in secrets_:
         assert secret not in logged
     assert token not in second.error and wrong not in second.error
-
