@@ -207,7 +207,7 @@ def batch_export(request: HttpRequest) -> HttpResponse:
 
 def sync_runs(request: HttpRequest) -> HttpResponse:
     """/sync-runs/: recent sync runs, newest first; ?before=<id> for older."""
-    runs = SyncRun.objects.order_by("-started_at", "-pk").defer("summary")
+    runs = SyncRun.objects.with_alert_deliveries().order_by("-started_at", "-pk").defer("summary")
     before = request.GET.get("before", "")
     if before.isascii() and before.isdigit():
         runs = runs.filter(pk__lt=int(before))

@@ -84,6 +84,9 @@ def test_it_renders_the_whole_page(ops_client, batches):
     assert 'id="filters"' in html and 'id="table"' in html and 'id="sync-status"' in html
     assert shown_ids(response) == ["rb_fresh", "rb_unknown", "rb_stuck", "rb_failing", "rb_old_done"]
     assert "HX-Request" in response["Vary"]
+    # htmx sends the CSRF token with every request it makes.
+    assert re.search(r"<body hx-headers='\{\"X-CSRFToken\": \"\w{32,}\"\}'", html)
+    assert re.search(r'<script src="/static/django_htmx/htmx-2\.min\.[0-9a-f]{12}\.js" defer>', html)
 
 
 def test_htmx_gets_only_the_table_partial_with_the_form_and_header_out_of_band(ops_client, batches):

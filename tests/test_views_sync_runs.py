@@ -1,0 +1,66 @@
+"""/sync-runs/: recent sync runs with outcome, duration, pages, counts, errors."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from batches.models import SyncRun
+
+from .factories import finished_sync
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ops_client(client, ops_user):
+    client.force_login(ops_user)
+    return client
+
+
+def text(response) -> str:
+    plain = re.sub(r"<[^>]+>", " ", response.content.decode())
+    return re.sub(r"\s+", " ", plain)
+
+
+def test_it_lists_runs_newest_first_with_their_figures(ops_client):
+    ok = finished_sync(
+        ago=timedelta(minutes=10), page_count=12, pages_fetched=12, batches_seen=1180,
+        batches_created=3, batches_updated=40, batches_gone=1, api_requests=14, api_retries=2, complete=True,
+    )
+    failed = finished_sync(outcome=SyncRun.Outcome.FAILED, ago=timedelta(minutes=1), error="Inkit answered 401: check INKIT_API_TOKEN")
+    response = ops_client.get("/sync-runs/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert re.findall(r'<tr id="run-(\d+)"', html) == [str(failed.pk), str(ok.pk)]
+    row = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.search(rf'<tr id="run-{ok.pk}".*?</tr>', html, re.DOTALL).group(0)))
+    assert "Succeeded" in row and "complete" in row and "3 s" in row
+    assert "12 / 12 1,180 3 40 1 14 2" in row
+    assert "Inkit answered 401: check INKIT_API_TOKEN" in text(response)
+
+
+def test_run_errors_are_escaped(ops_client):
+    finished_sync(outcome=SyncRun.Outcome.FAILED, error="<script>alert(1)</script>")
+    html = ops_client.get("/sync-runs/").content.decode()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_older_runs_are_a_link_away(ops_client, monkeypatch):
+    monkeypatch.setattr("dashboard.views.SYNC_RUNS_SHOWN", 3)
+    runs = [finished_sync(ago=timedelta(minutes=10 - n), with_summary=False) for n in range(5)]
+    html = ops_client.get("/sync-runs/").content.decode()
+    assert re.findall(r'<tr id="run-(\d+)"', html) == [str(r.pk) for r in runs[:1:-1]]
+    older = re.search(r'href="(/sync-runs/\?before=\d+)"', html).group(1)
+    html = ops_client.get(older).content.decode()
+    assert re.findall(r'<tr id="run-(\d+)"', html) == [str(r.pk) for r in runs[1::-1]]
+
+
+def test_without_runs_it_says_so(ops_client):
+    assert "No sync has run yet." in text(ops_client.get("/sync-runs/"))
+
+
+def test_it_needs_a_login(client):
+    assert client.get("/sync-runs/").status_code == 302
