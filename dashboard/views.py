@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, push_url
 
 from batches.models import IN_PROGRESS, Batch, SyncRun
 from batches.tasks import sync_batches
@@ -64,10 +64,17 @@ def batch_list(request: HttpRequest) -> HttpResponse:
         form.notices.append(f"There is no page {requested}; showing the last page, {page.number}.")
     rows = list(batches.for_list()[page.offset : page.last_row])
     context = _list_context(request, form, page=page, rows=rows, now=now)
-    return _render_list(request, context)
+    response = _render_list(request, context)
+    if context.get("fragment") and not context["refresh"]:
+        # The address bar shows the canonical URL of what is shown, not the
+        # form's raw fields (empty ones, a page past the end).
+        query = context["query_string"]
+        push_url(response, reverse("batch-list") + (f"?{query}" if query else ""))
+    return response
 
 
 def _render_list(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
+    context["refresh"] = False
     # A history restore asks for the whole page even though htmx sends it.
     if request.htmx and not request.htmx.history_restore_request:
         context["fragment"] = True
