@@ -214,9 +214,11 @@ class Batch(models.Model):
     # deleted: a batch that comes back has this cleared.
     gone_at = models.DateTimeField(null=True, blank=True)
 
-    # The item exactly as last received, for the detail page and to tell
-    # cheaply whether anything changed.
+    # The item exactly as last received, for the detail page...
     raw = models.JSONField()
+    # ...and a 64-bit digest of it, so a sync tells an unchanged batch from
+    # its digest alone (batches.sync.fingerprint).
+    fingerprint = models.BigIntegerField(default=0)
 
     objects = BatchQuerySet.as_manager()
 

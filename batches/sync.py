@@ -15,22 +15,24 @@ the database has but the listing lacks marked gone.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
+from hashlib import blake2b
 from itertools import islice
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
-from .inkit import BatchData, InkitClient, InkitError, Page
+from .inkit import BatchData, DestinationData, InkitClient, InkitError, Page
 from .models import Batch, BatchDestination, BatchEvent, SyncLock, SyncRun
 from .stuck import evaluate_after_sync
 
@@ -42,20 +44,6 @@ HEARTBEAT_EVERY_SECONDS = 10.0
 GONE_CHUNK = 1000
 MAX_REPORTED_REJECTS = 5
 
-BATCH_UPDATE_FIELDS = [
-    "name",
-    "status",
-    "total",
-    "created_at",
-    "count",
-    "completed",
-    "failed",
-    "in_progress",
-    "last_changed_at",
-    "last_progress_at",
-    "gone_at",
-    "raw",
-]
 DESTINATION_FIELDS = ["count", "completed", "failed", "in_progress", "status"]
 
 
@@ -87,128 +75,235 @@ class UpsertResult:
 # Writing one page -------------------------------------------------------------
 
 
+def fingerprint(raw: dict) -> tuple[str, int]:
+    """An item's canonical JSON and a 64-bit digest of it: comparing digests
+    tells an unchanged batch without reading its stored JSON back."""
+    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = blake2b(text.encode(), digest_size=8).digest()
+    return text, int.from_bytes(digest, "big", signed=True)
+
+
+@dataclass(slots=True)
+class _BatchRow:
+    """The columns of one batch as upsert_batches writes them."""
+
+    item: BatchData
+    raw_json: str
+    digest: int
+    first_seen_at: datetime
+    last_progress_at: datetime
+    sums: tuple[int, int, int, int]
+
+    @property
+    def status(self) -> str:
+        return self.item.status
+
+    @property
+    def completed(self) -> int:
+        return self.sums[1]
+
+    @property
+    def failed(self) -> int:
+        return self.sums[2]
+
+    @property
+    def in_progress(self) -> int:
+        return self.sums[3]
+
+
 def upsert_batches(items: Iterable[BatchData], now: datetime) -> UpsertResult:
-    """Write one page of batches in a few statements, touching only rows that
-    changed. Progress (completed + failed grew, or the status changed) moves
-    last_progress_at; every change of status or counts adds a BatchEvent."""
+    """Write one page of batches, touching only rows that changed.
+
+    An unchanged page costs one query; a page with new or changed batches a
+    few more, whatever its size. Progress (completed + failed grew, or the
+    status changed) moves last_progress_at; every change of status or counts
+    adds a BatchEvent.
+    """
     by_id = {item.id: item for item in items}  # The last copy wins within a page.
     result = UpsertResult()
     if not by_id:
         return result
-    existing = {
-        row["id"]: row
-        for row in Batch.objects.filter(pk__in=list(by_id)).values(
-            "id", "raw", "status", "completed", "failed", "in_progress", "first_seen_at",
-            "last_progress_at", "gone_at",
+    prints = {batch_id: fingerprint(item.raw) for batch_id, item in by_id.items()}
+    stored = {
+        batch_id: (digest, gone_at)
+        for batch_id, digest, gone_at in Batch.objects.filter(pk__in=list(by_id)).values_list(
+            "id", "fingerprint", "gone_at"
         )
     }
     changed_ids = [
         batch_id
-        for batch_id, row in existing.items()
-        if row["raw"] != by_id[batch_id].raw or row["gone_at"] is not None
+        for batch_id, (digest, gone_at) in stored.items()
+        if digest != prints[batch_id][1] or gone_at is not None
     ]
+    old_batches: dict[str, dict] = {}
     old_destinations: dict[str, dict[str, dict]] = {batch_id: {} for batch_id in changed_ids}
     if changed_ids:
+        old_batches = {
+            row["id"]: row
+            for row in Batch.objects.filter(pk__in=changed_ids).values(
+                "id", "status", "completed", "failed", "in_progress", "first_seen_at",
+                "last_progress_at", "gone_at",
+            )
+        }
         for dest in BatchDestination.objects.filter(batch_id__in=changed_ids).values(
             "id", "batch_id", "name", *DESTINATION_FIELDS
         ):
             old_destinations[dest["batch_id"]][dest["name"]] = dest
 
-    batch_rows: list[Batch] = []
-    destination_rows: list[BatchDestination] = []
+    batch_rows: list[_BatchRow] = []
+    destination_rows: list[tuple[str, DestinationData]] = []
     removed_destinations: list[int] = []
     events: list[BatchEvent] = []
 
     for batch_id, item in by_id.items():
-        old = existing.get(batch_id)
-        if old is None:
+        raw_json, digest = prints[batch_id]
+        if batch_id not in stored:
             result.created += 1
-            batch_rows.append(_batch_row(item, now, first_seen_at=now, last_progress_at=now))
-            destination_rows.extend(_destination_rows(item))
+            batch_rows.append(_BatchRow(item, raw_json, digest, now, now, item.sums()))
+            destination_rows.extend((batch_id, dest) for dest in item.destinations)
             continue
-        if batch_id not in old_destinations:
+        old = old_batches.get(batch_id)
+        if old is None:
             result.unchanged += 1
             continue
         result.updated += 1
-        row = _batch_row(item, now, first_seen_at=old["first_seen_at"], last_progress_at=now)
+        row = _BatchRow(item, raw_json, digest, old["first_seen_at"], now, item.sums())
         if not _progressed(old, row):
             row.last_progress_at = old["last_progress_at"]
         batch_rows.append(row)
         old_dests = old_destinations[batch_id]
-        new_dests = {dest.name: dest for dest in item.destinations}
-        destination_changes = {}
-        for dest in _destination_rows(item):
+        destination_changes: dict[str, object] = {}
+        for dest in item.destinations:
             before = old_dests.get(dest.name)
             after = {key: getattr(dest, key) for key in DESTINATION_FIELDS}
             if before is None or any(before[key] != after[key] for key in DESTINATION_FIELDS):
-                destination_rows.append(dest)
+                destination_rows.append((batch_id, dest))
                 destination_changes[dest.name] = _diff(before or {}, after)
+        listed = {dest.name for dest in item.destinations}
         for name, before in old_dests.items():
-            if name not in new_dests:
+            if name not in listed:
                 removed_destinations.append(before["id"])
                 destination_changes[name] = "removed"
         event = _change_event(old, row, destination_changes, now)
         if event is not None:
             events.append(event)
 
+    if not batch_rows:  # Unchanged: nothing to write, no transaction.
+        return result
     with transaction.atomic():
+        _relax_commit()
         if batch_rows:
-            Batch.objects.bulk_create(
-                batch_rows,
-                update_conflicts=True,
-                unique_fields=["id"],
-                update_fields=BATCH_UPDATE_FIELDS,
-            )
+            _write_batches(batch_rows, now, new=result.created == len(batch_rows))
         if removed_destinations:
             BatchDestination.objects.filter(pk__in=removed_destinations).delete()
         if destination_rows:
-            BatchDestination.objects.bulk_create(
-                destination_rows,
-                update_conflicts=True,
-                unique_fields=["batch", "name"],
-                update_fields=DESTINATION_FIELDS,
-            )
+            _write_destinations(destination_rows, new=not result.updated)
         if events:
             BatchEvent.objects.bulk_create(events)
     return result
 
 
-def _batch_row(item: BatchData, now: datetime, *, first_seen_at: datetime, last_progress_at: datetime) -> Batch:
-    count, completed, failed, in_progress = item.sums()
-    return Batch(
-        id=item.id,
-        name=item.name,
-        status=item.status,
-        total=item.total,
-        created_at=item.created_at,
-        count=count,
-        completed=completed,
-        failed=failed,
-        in_progress=in_progress,
-        first_seen_at=first_seen_at,
-        last_changed_at=now,
-        last_progress_at=last_progress_at,
-        gone_at=None,
-        raw=item.raw,
-    )
+# The writes are spelt out rather than left to bulk_create(update_conflicts=
+# True): preparing every value of every field through the ORM cost more than
+# the database's own work and capped a first sync near 2,000 batches/s. Rows
+# are upserted with INSERT ... ON CONFLICT DO UPDATE, which PostgreSQL and
+# SQLite both speak, every value a parameter. A page of only new batches (a
+# first sync, mostly) goes through PostgreSQL's COPY instead, about twice as
+# fast again; the sync's lock means no other writer can insert them first.
+_BATCH_COLUMNS = (
+    "id", "name", "status", "total", "created_at", "count", "completed", "failed",
+    "in_progress", "first_seen_at", "last_changed_at", "last_progress_at", "gone_at",
+    "raw", "fingerprint",
+)
+_BATCH_UPDATED = tuple(c for c in _BATCH_COLUMNS if c not in ("id", "first_seen_at"))
+_DESTINATION_COLUMNS = ("batch_id", "name", *DESTINATION_FIELDS)
+_UPSERT_CHUNK = 500
 
 
-def _destination_rows(item: BatchData) -> list[BatchDestination]:
-    return [
-        BatchDestination(
-            batch_id=item.id,
-            name=dest.name,
-            count=dest.count,
-            completed=dest.completed,
-            failed=dest.failed,
-            in_progress=dest.in_progress,
-            status=dest.status,
+def _write_batches(rows: list[_BatchRow], now: datetime, *, new: bool) -> None:
+    copying = new and connection.vendor == "postgresql"
+    adapt = (lambda value: value) if copying else connection.ops.adapt_datetimefield_value
+    changed_at = adapt(now)
+    values = [
+        (
+            row.item.id,
+            row.item.name,
+            row.item.status,
+            row.item.total,
+            adapt(row.item.created_at),
+            *row.sums,
+            adapt(row.first_seen_at),
+            changed_at,
+            adapt(row.last_progress_at),
+            None,
+            row.raw_json,
+            row.digest,
         )
-        for dest in item.destinations
+        for row in rows
     ]
+    if copying:
+        _copy(Batch, _BATCH_COLUMNS, values)
+    else:
+        _upsert(Batch, _BATCH_COLUMNS, ("id",), _BATCH_UPDATED, values, json_columns=("raw",))
 
 
-def _progressed(old: dict, new: Batch) -> bool:
+def _write_destinations(rows: list[tuple[str, DestinationData]], *, new: bool) -> None:
+    values = [
+        (batch_id, d.name, d.count, d.completed, d.failed, d.in_progress, d.status)
+        for batch_id, d in rows
+    ]
+    if new and connection.vendor == "postgresql":
+        _copy(BatchDestination, _DESTINATION_COLUMNS, values)
+    else:
+        _upsert(BatchDestination, _DESTINATION_COLUMNS, ("batch_id", "name"), DESTINATION_FIELDS, values)
+
+
+def _relax_commit() -> None:
+    """Let PostgreSQL acknowledge this page's commit before its WAL reaches
+    disk. A crash could lose the last few pages written, never corrupt them,
+    and the next sync writes them again; waiting for the flush on every page
+    would cost more than the rest of the page."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
+def _copy(model: type[models.Model], columns: Sequence[str], rows: list[tuple]) -> None:
+    quote = connection.ops.quote_name
+    sql = f"COPY {quote(model._meta.db_table)} ({', '.join(map(quote, columns))}) FROM STDIN"
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def _upsert(
+    model: type[models.Model],
+    columns: Sequence[str],
+    conflict: Sequence[str],
+    update: Sequence[str],
+    rows: list[tuple],
+    json_columns: Sequence[str] = (),
+) -> None:
+    quote = connection.ops.quote_name
+    # JSON arrives as text; PostgreSQL's jsonb column wants it cast.
+    cast = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
+    placeholders = "(" + ", ".join(cast if c in json_columns else "%s" for c in columns) + ")"
+    head = f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(map(quote, columns))}) VALUES "
+    tail = (
+        f" ON CONFLICT ({', '.join(map(quote, conflict))}) DO UPDATE SET "
+        + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update)
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _UPSERT_CHUNK):
+            chunk = rows[start : start + _UPSERT_CHUNK]
+            cursor.execute(
+                head + ", ".join([placeholders] * len(chunk)) + tail,
+                [value for row in chunk for value in row],
+            )
+
+
+def _progressed(old: dict, new: _BatchRow) -> bool:
     """Progress is completed + failed growing, or the status changing."""
     return new.status != old["status"] or new.completed + new.failed > old["completed"] + old["failed"]
 
@@ -219,7 +314,7 @@ def _diff(before: dict, after: dict) -> dict:
     }
 
 
-def _change_event(old: dict, new: Batch, destinations: dict, now: datetime) -> BatchEvent | None:
+def _change_event(old: dict, new: _BatchRow, destinations: dict, now: datetime) -> BatchEvent | None:
     """A history entry when the status or any count changed, None otherwise."""
     changes = _diff(
         {key: old[key] for key in ("status", "completed", "failed", "in_progress")},
@@ -236,7 +331,7 @@ def _change_event(old: dict, new: Batch, destinations: dict, now: datetime) -> B
     if not changes and not returned:
         return None
     return BatchEvent(
-        batch_id=new.id,
+        batch_id=new.item.id,
         seen_at=now,
         kind=BatchEvent.Kind.RETURNED if returned else BatchEvent.Kind.CHANGED,
         status=new.status,
