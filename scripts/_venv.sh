@@ -1,5 +1,6 @@
 # Sourced by scripts/run and scripts/test: make .venv with Python 3.13 and
-# the pinned requirements (again when requirements.txt changes), then use it.
+# the pinned requirements (again when either requirements file changes),
+# then use it.
 find_python() {
     for candidate in "${PYTHON:-}" python3.13 python3 python; do
         [ -n "$candidate" ] || continue
@@ -17,9 +18,9 @@ if [ ! -x .venv/bin/python ]; then
     python=$(find_python)
     "$python" -m venv .venv
 fi
-if [ ! -f .venv/.requirements-installed ] || ! cmp -s requirements.txt .venv/.requirements-installed; then
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-    cp requirements.txt .venv/.requirements-installed
+if ! cat requirements.txt requirements-dev.txt | cmp -s - .venv/.requirements-installed; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    cat requirements.txt requirements-dev.txt > .venv/.requirements-installed
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 export VIRTUAL_ENV="$PWD/.venv"
