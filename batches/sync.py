@@ -63,6 +63,7 @@ class SyncStopped(SyncError):
 # sync stops between pages, records itself and releases the lock, well
 # within a platform's shutdown grace period. The next sync carries on.
 shutdown_requested = threading.Event()
+STOPPED = "stopped because the worker is shutting down; the next sync carries on"
 
 
 @dataclass
@@ -485,7 +486,7 @@ class _Sync:
 
     def write(self, number: int, page: Page) -> None:
         if shutdown_requested.is_set():
-            raise SyncStopped("stopped because the worker is shutting down; the next sync carries on")
+            raise SyncStopped(STOPPED)
         result = upsert_batches(page.items, timezone.now())
         self.listing.add(number, page)
         run = self.run
@@ -567,7 +568,15 @@ def build_client() -> InkitClient:
         read_timeout=settings.INKIT_TIMEOUT_SECONDS,
         max_retries=settings.INKIT_MAX_RETRIES,
         pool_size=settings.SYNC_CONCURRENCY,
+        sleep=sleep_unless_stopping,
     )
+
+
+def sleep_unless_stopping(seconds: float) -> None:
+    """The client's wait between retries, cut short when the worker shuts
+    down: a backoff must not outlast the platform's grace period."""
+    if shutdown_requested.wait(seconds):
+        raise SyncStopped(STOPPED)
 
 
 def describe(error: BaseException) -> str:

@@ -76,13 +76,20 @@ def test_every_process_refuses_to_start_without_a_secret_key(tmp_path, process_t
 
 @pytest.mark.parametrize(
     "secret_key",
-    ["django-insecure-" + "x" * 50, "short-key", "   "],
-    ids=["django-default", "short", "blank"],
+    ["django-insecure-" + "x" * 50, "short-key", "   ", "ab" * 30, secrets.token_hex(24) + "a"],
+    ids=["django-default", "short", "blank", "few-characters", "49-characters"],
 )
 def test_it_refuses_a_default_or_weak_secret_key(tmp_path, secret_key):
     env = production_env(tmp_path, SECRET_KEY=secret_key)
     process = run_to_completion("check", "python manage.py check", env, timeout=60)
     assert "SECRET_KEY" in one_line_refusal(process)
+
+
+def test_it_refuses_to_start_on_a_platform_without_a_shared_broker(tmp_path):
+    # Heroku and Dokku set DYNO; there the embedded broker would deliver nothing.
+    env = production_env(tmp_path, REDIS_URL=None, DYNO="worker.1")
+    process = run_to_completion("check", "python manage.py check", env, timeout=60)
+    assert one_line_refusal(process).startswith("REDIS_URL is not set")
 
 
 def test_it_refuses_to_start_without_allowed_hosts(tmp_path):

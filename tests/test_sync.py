@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from batches.inkit import InkitClient
 from batches.models import Batch, BatchEvent, SyncLock, SyncRun
-from batches.sync import sync_all
+from batches.sync import STOPPED, shutdown_requested, sync_all
 
 from .conftest import TOKEN, no_sleep
 
@@ -357,3 +357,16 @@ def test_two_syncs_at_once_run_one_at_a_time(simulator, settings):
         thread.join(60)
     assert sorted(run.outcome for run in runs) == [SyncRun.Outcome.SKIPPED, SyncRun.Outcome.SUCCEEDED]
     assert_database_matches(simulator)
+
+
+def test_a_retry_backoff_is_cut_short_when_the_worker_shuts_down(simulator):
+    simulator.faults.queue.extend(["503"] * 3)
+    shutdown_requested.set()  # As the worker_shutting_down signal does.
+    try:
+        run = sync_all()  # The client from settings waits through sleep_unless_stopping.
+    finally:
+        shutdown_requested.clear()
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert run.error == STOPPED
+    assert run.api_requests == 1  # No retry was made after the stop.
+    assert SyncLock.current_holder() is None
