@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, transaction
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Sum
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 # Inkit's documented batch statuses. Others may appear: they are stored and
@@ -71,7 +72,14 @@ class BatchQuerySet(models.QuerySet["Batch"]):
 
     def in_destination_status(self, destination: str, status: str) -> BatchQuerySet:
         """Batches whose named destination is in the given status, as Inkit's
-        destination_name + destination_status filters mean (dest_name_status_idx)."""
+        destination_name + destination_status filters mean.
+
+        On PostgreSQL this asks the raw item (the same data BatchDestination
+        rows are written from) by JSON containment, which the GIN index
+        batch_destination_status_gin answers without a join: at a million
+        batches the join cost up to 700 ms. Elsewhere, BatchDestination."""
+        if self._on_postgresql():
+            return self.filter(raw__destinations__contains={destination: {"status": status}})
         return self.filter(
             Exists(
                 BatchDestination.objects.filter(
@@ -79,6 +87,9 @@ class BatchQuerySet(models.QuerySet["Batch"]):
                 )
             )
         )
+
+    def _on_postgresql(self) -> bool:
+        return connections[self.db].vendor == "postgresql"
 
     def search(self, text: str) -> BatchQuerySet:
         """Case-insensitive match on id or name. On PostgreSQL the substring
@@ -94,22 +105,28 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         return qs
 
     def with_destination(self, destination: str) -> BatchQuerySet:
-        """Batches that send to the named destination (dest_name_status_idx)."""
+        """Batches that send to the named destination. On PostgreSQL a key
+        test on the raw item's destinations (batch_destinations_gin), as for
+        in_destination_status(); elsewhere, BatchDestination."""
+        if self._on_postgresql():
+            return self.filter(raw__destinations__has_key=destination)
         return self.filter(
             Exists(BatchDestination.objects.filter(batch_id=OuterRef("pk"), name=destination))
         )
 
-    def in_any_destination_status(self, status: str) -> BatchQuerySet:
-        """Batches with any destination in the given status, as Inkit's
-        destination_status filter means without destination_name."""
-        return self.filter(
-            Exists(BatchDestination.objects.filter(batch_id=OuterRef("pk"), status=status))
-        )
-
     def with_failures_in(self, destination: str) -> BatchQuerySet:
         """Batches with failed documents at the named destination. The batch's
-        own failed sum is checked too, so batch_failed_idx narrows the rows."""
-        return self.with_failures().filter(
+        own failed sum is checked first, so batch_failed_idx narrows the rows;
+        on PostgreSQL the destination's count is then read from the raw item
+        on the row, rather than joined from BatchDestination (four times
+        slower at a million batches)."""
+        failing = self.with_failures()
+        if self._on_postgresql():
+            # Built from parts, never from a "raw__..." string: a destination
+            # name is data and may itself contain "__".
+            failed_there = KeyTransform("failed", KeyTransform(destination, KeyTransform("destinations", "raw")))
+            return failing.alias(failed_there=failed_there).filter(failed_there__gt=0)
+        return failing.filter(
             Exists(
                 BatchDestination.objects.filter(
                     batch_id=OuterRef("pk"), name=destination, failed__gt=0
@@ -136,10 +153,11 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         return self.order_by(order, tie_breaker)
 
     def for_list(self) -> BatchQuerySet:
-        """What a row of the dashboard's list shows: everything but the raw
-        JSON, with the destinations fetched in one more query."""
-        return self.defer("raw").prefetch_related(
-            Prefetch("destinations", queryset=BatchDestination.objects.order_by("name"))
+        """The fields a row of the dashboard's list or its CSV export shows.
+        Destinations come from the raw item, so no second query is needed."""
+        return self.only(
+            "id", "name", "status", "total", "count", "completed", "failed", "in_progress",
+            "created_at", "first_seen_at", "last_progress_at", "gone_at", "raw",
         )
 
     def capped_count(self, cap: int) -> int:
@@ -227,6 +245,11 @@ class Batch(models.Model):
         indexes = [
             # The list's default order (newest first) and created_after/before.
             models.Index(fields=["-created_at", "id"], name="batch_created_idx"),
+            # The list's capped count over created_after/before, from the
+            # index alone: it only ever counts batches still listed.
+            models.Index(
+                fields=["created_at"], condition=Q(gone_at__isnull=True), name="batch_present_created_idx"
+            ),
             # status=... with the default order.
             models.Index(fields=["status", "-created_at"], name="batch_status_created_idx"),
             # sort=<key> on the list page, id as the tie-breaker.

@@ -1,5 +1,6 @@
 """The CSV export: every batch of a filtered, sorted set, one row each with
-per-destination columns, produced lazily so memory stays flat."""
+per-destination columns (from the raw item, as the list shows them),
+produced lazily so memory stays flat."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from django.utils import timezone
 
 from batches.models import Batch, BatchDestination, BatchQuerySet
 
-# Rows fetched per database round trip (and per destinations query).
+from .rows import destinations_of
+
+# Rows fetched per database round trip.
 CHUNK_SIZE = 2000
 BATCH_COLUMNS = [
     "id",
@@ -83,14 +86,13 @@ def _row(batch: Batch, destinations: list[str], now: datetime) -> list[object]:
         "yes" if batch.is_stuck(now) else "no",
         _timestamp(batch.gone_at),
     ]
-    by_name = {dest.name: dest for dest in batch.destinations.all()}
+    by_name = {dest["name"]: dest for dest in destinations_of(batch.raw)}
     for name in destinations:
         dest = by_name.get(name)
         if dest is None:
             row.extend([""] * len(DESTINATION_COLUMNS))
         else:
-            counts = [dest.count, dest.completed, dest.failed, dest.in_progress]
-            row.extend([*counts, dest.status or ""])
+            row.extend(dest[column] if dest[column] is not None else "" for column in DESTINATION_COLUMNS)
     return row
 
 

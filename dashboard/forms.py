@@ -108,6 +108,8 @@ class BatchListForm(forms.Form):
         after, before = data.get("created_after"), data.get("created_before")
         if after and before and after >= before:
             self.add_error("created_before", "must be a later date than created_after")
+        if data.get("destination_status") and not data.get("destination"):
+            self.add_error("destination_status", "give a destination too: it is that destination's status")
         return data
 
     # View parameters: never an error, the nearest sensible value instead.
@@ -177,8 +179,6 @@ class BatchListForm(forms.Form):
             batches = batches.in_destination_status(data["destination"], data["destination_status"])
         elif data["destination"]:
             batches = batches.with_destination(data["destination"])
-        elif data["destination_status"]:
-            batches = batches.in_any_destination_status(data["destination_status"])
         if data["q"]:
             batches = batches.search(data["q"])
         batches = batches.created_between(

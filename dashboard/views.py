@@ -29,6 +29,7 @@ from batches.tasks import sync_batches
 from .export import csv_lines, destination_names
 from .forms import PAGE_SIZES, BatchListForm, SyncFollowForm
 from .paging import COUNT_CAP, CappedPage
+from .rows import batch_rows
 from .sync_status import POLL_SECONDS, SyncStatus
 
 # Sortable columns of the list: (sort key, heading, first click sorts descending).
@@ -62,7 +63,8 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     page = CappedPage.clamp(requested, size, batches.capped_count(COUNT_CAP), COUNT_CAP)
     if page.number < requested:
         form.notices.append(f"There is no page {requested}; showing the last page, {page.number}.")
-    rows = list(batches.for_list()[page.offset : page.last_row])
+    batches_shown = batches.for_list()[page.offset : page.last_row]
+    rows = batch_rows(batches_shown, now, _detail_prefix(), form.query(page.number).urlencode())
     context = _list_context(request, form, page=page, rows=rows, now=now)
     response = _render_list(request, context)
     if context.get("fragment") and not context["refresh"]:
@@ -81,6 +83,7 @@ def _render_list(request: HttpRequest, context: dict, status: int = 200) -> Http
         # The live refresh leaves the filter form alone (whatever is being
         # typed or chosen in it); navigation re-renders it to match the URL.
         context["refresh"] = request.htmx.trigger == "live-refresh"
+        context["from_form"] = request.htmx.trigger == "filters"
         return render(request, "dashboard/batch_list.html#table", context, status=status)
     return render(request, "dashboard/batch_list.html", context, status=status)
 
@@ -90,7 +93,7 @@ def _list_context(
     form: BatchListForm,
     *,
     page: CappedPage | None = None,
-    rows: list[Batch] | None = None,
+    rows: list[dict] | None = None,
     now: datetime | None = None,
     problems: list[str] | None = None,
 ) -> dict:
@@ -108,6 +111,7 @@ def _list_context(
         "now": now or timezone.now(),
         "query": query,
         "query_string": query.urlencode(),
+        "list_path": reverse("batch-list"),
         "columns": _sort_columns(form, query) if page is not None else [],
         "summary": summary,
         "summary_statuses": _ordered_statuses((summary or {}).get("by_status", {})),
@@ -123,6 +127,11 @@ def _list_context(
         "refresh_seconds": settings.DASHBOARD_REFRESH_SECONDS,
         "stuck_after_minutes": settings.STUCK_AFTER_MINUTES,
     }
+
+
+def _detail_prefix() -> str:
+    """"/batches/": rows link to /batches/<id>/ without a reverse() each."""
+    return reverse("batch-detail", args=["-"]).removesuffix("-/")
 
 
 def _sort_columns(form: BatchListForm, query) -> list[dict]:

@@ -42,7 +42,7 @@ def test_it_shows_every_field_and_the_destinations(ops_client):
     destinations = re.search(r'<section class="panel" aria-labelledby="destinations-title">.*?</section>', html, re.DOTALL).group(0)
     rows = re.findall(r'<th scope="row">([^<]+)</th>', destinations)
     assert rows == ["salesforce", "sepire"]
-    assert 'aria-label="30 completed, 4 failed, 6 in progress of 40"' in destinations
+    assert 'aria-label="salesforce: 30 completed, 4 failed, 6 in progress of 40"' in destinations
     # sepire came without Inkit's undocumented status: shown as a dash.
     assert "Inkit sent no status for this destination" in destinations
     assert batch.raw["id"] in html

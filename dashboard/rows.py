@@ -1,0 +1,95 @@
+"""What a row of the batch list shows, prepared in Python.
+
+A 50-row page renders about 2,500 values. Plain dicts render several times
+faster than template filters and attribute lookups on model instances
+(which the template engine first tries as dict keys), and the destinations
+come from the batch's raw item, so no query fetches BatchDestination rows.
+The template still does all the markup and escaping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString
+
+from batches.models import Batch
+
+from .templatetags.batchwatch import age, digits, short_duration, status_icon, status_slug
+
+
+def destinations_of(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """A batch's destinations as Inkit last listed them, by name. The raw
+    item is the one the sync stored and wrote the BatchDestination rows from."""
+    listed = raw.get("destinations") if isinstance(raw, dict) else None
+    if not isinstance(listed, dict):
+        return []
+    destinations = []
+    for name in sorted(listed):
+        value = listed[name] if isinstance(listed[name], dict) else {}
+        count, completed, failed, in_progress = (
+            _number(value.get(key)) for key in ("count", "completed", "failed", "in_progress")
+        )
+        destinations.append(
+            {
+                "name": name,
+                "count": count,
+                "completed": completed,
+                "failed": failed,
+                "in_progress": in_progress,
+                "status": value.get("status") if isinstance(value.get("status"), str) else None,
+            }
+        )
+    return destinations
+
+
+def batch_rows(
+    batches: Iterable[Batch], now: datetime, detail_prefix: str, query_string: str = ""
+) -> list[dict[str, Any]]:
+    """The list's rows for these batches, as of `now`; each links to its
+    detail page carrying the list's query string (for "Back to the list")."""
+    suffix = f"/?{query_string}" if query_string else "/"
+    rows = []
+    for batch in batches:
+        stuck = batch.is_stuck(now)
+        # Text from the API is escaped here, once, though the row uses it
+        # several times; what this module makes itself needs no escaping.
+        rows.append(
+            {
+                "id": escape(batch.id),
+                "detail_url": escape(f"{detail_prefix}{quote(batch.id, safe='')}{suffix}"),
+                "name": None if batch.name is None else escape(batch.name),
+                "status": escape(batch.status),
+                "status_slug": SafeString(status_slug(batch.status)),
+                "status_icon": SafeString(status_icon(batch.status)),
+                "stuck_for": SafeString(short_duration(batch.stuck_for(now))) if stuck else "",
+                "total": digits(batch.total),
+                "completed": digits(batch.completed),
+                "failed": digits(batch.failed) if batch.failed else "",
+                "in_progress": digits(batch.in_progress),
+                "destinations": destinations_of(batch.raw),
+                "created_iso": _iso(batch.created_at),
+                "created_utc": _utc(batch.created_at),
+                "created_age": age(batch.created_at, now),
+                "progress_iso": _iso(batch.last_progress_at),
+                "progress_utc": _utc(batch.last_progress_at),
+                "progress_age": age(batch.last_progress_at, now),
+            }
+        )
+    return rows
+
+
+def _number(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
