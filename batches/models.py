@@ -152,14 +152,6 @@ class BatchQuerySet(models.QuerySet["Batch"]):
             tie_breaker = "-id" if descending else "id"
         return self.order_by(order, tie_breaker)
 
-    def for_list(self) -> BatchQuerySet:
-        """The fields a row of the dashboard's list or its CSV export shows.
-        Destinations come from the raw item, so no second query is needed."""
-        return self.only(
-            "id", "name", "status", "total", "count", "completed", "failed", "in_progress",
-            "created_at", "first_seen_at", "last_progress_at", "gone_at", "raw",
-        )
-
     def capped_count(self, cap: int) -> int:
         """Count matching rows, stopping at cap + 1: a large table is never
         counted in full on a page view."""

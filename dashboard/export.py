@@ -66,7 +66,7 @@ def csv_lines(
         f"{name}_{column}" for name in destinations for column in DESTINATION_COLUMNS
     ]
     yield writer.writerow([neutralise(cell) for cell in header])
-    for batch in batches.for_list().iterator(chunk_size=CHUNK_SIZE):
+    for batch in batches.iterator(chunk_size=CHUNK_SIZE):
         yield writer.writerow([neutralise(cell) for cell in _row(batch, destinations, now)])
 
 

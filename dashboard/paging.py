@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db.models import QuerySet
+
 # The list counts matching batches up to this many, and pages no further:
 # past it, narrowing the filters, sorting or the CSV export is the way on.
 # A capped count costs about cap / page size times the page's own query
@@ -76,3 +78,15 @@ class CappedPage:
                 shown.append(None)
             shown.append(n)
         return shown
+
+
+def fetch_page(batches: QuerySet, requested: int, size: int, cap: int = COUNT_CAP) -> tuple[CappedPage, list]:
+    """The requested page's rows and where the page sits. A first page that
+    is not full is the whole result, so it needs no count at all (a search
+    for one batch is then a single query); otherwise the count is capped."""
+    if requested <= 1:
+        rows = list(batches[:size])
+        found = len(rows) if len(rows) < size else max(len(rows), batches.capped_count(cap))
+        return CappedPage(1, size, found, cap), rows
+    page = CappedPage.clamp(requested, size, batches.capped_count(cap), cap)
+    return page, list(batches[page.offset : page.last_row])

@@ -428,6 +428,13 @@ def test_a_page_view_runs_a_bounded_number_of_queries_and_never_aggregates(ops_c
                 assert "LIMIT" in sql
 
 
+def test_a_first_page_with_room_to_spare_needs_no_count(ops_client, batches):
+    with CaptureQueriesContext(connection) as queries:
+        ops_client.get("/?status=In+Progress")
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+    assert len(counts) == 1 and "last_progress_at" in counts[0]  # Only the stuck figure.
+
+
 def test_the_fragment_costs_no_more_queries_than_the_page(ops_client, many):
     finished_sync()
     with CaptureQueriesContext(connection) as queries:
