@@ -11,6 +11,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from batches.inkit import (
@@ -287,20 +288,36 @@ def test_a_rate_limit_holds_back_every_thread(httpserver):
     assert arrivals[2] - held_from >= 0.95
 
 
-def test_it_retries_a_timeout(httpserver, sleeps):
+@pytest.fixture
+def threaded_httpserver():
+    """A server that answers requests in parallel, so a retry is never queued
+    behind the slow answer it is retrying."""
+    server = HTTPServer(threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+def test_it_retries_a_timeout(threaded_httpserver, sleeps):
     calls = []
+    release = threading.Event()
 
     def slow_then_fast(request: Request) -> Response:
         calls.append(1)
         if len(calls) == 1:
-            time.sleep(0.6)
+            release.wait(10)  # Far past the read timeout; let go once the test is done.
         return Response(json.dumps(page_body([item("rb_1")])), content_type="application/json")
 
-    httpserver.expect_request("/v1/batch").respond_with_handler(slow_then_fast)
-    client = InkitClient(httpserver.url_for("/v1"), "t", sleep=sleeps, read_timeout=0.3)
-    page = client.list_batches()
+    threaded_httpserver.expect_request("/v1/batch").respond_with_handler(slow_then_fast)
+    client = InkitClient(threaded_httpserver.url_for("/v1"), "t", sleep=sleeps, read_timeout=1)
+    try:
+        page = client.list_batches()
+    finally:
+        release.set()
     assert page.items[0].id == "rb_1"
     assert client.stats.responses["timeout"] == 1
+    assert len(calls) == 2
 
 
 def test_it_retries_connection_errors_then_says_it_could_not_connect(sleeps):
