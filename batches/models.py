@@ -92,9 +92,11 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         return connections[self.db].vendor == "postgresql"
 
     def search(self, text: str) -> BatchQuerySet:
-        """Case-insensitive match on id or name. On PostgreSQL the substring
-        match is served by the trigram indexes of migration 0002."""
-        return self.filter(Q(id__icontains=text) | Q(name__icontains=text))
+        """Batches whose id starts with the text or whose name contains it,
+        ignoring case. On PostgreSQL the id prefix is served by
+        batch_id_prefix_idx (migration 0007), the name by the trigram index
+        of migration 0002."""
+        return self.filter(Q(id__istartswith=text) | Q(name__icontains=text))
 
     def created_between(self, after: datetime | None, before: datetime | None) -> BatchQuerySet:
         qs = self

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
 from itertools import islice
+from queue import Queue
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from .inkit import BatchData, DestinationData, InkitClient, InkitError, Page
@@ -272,7 +273,9 @@ def _relax_commit() -> None:
 def _copy(model: type[models.Model], columns: Sequence[str], rows: list[tuple]) -> None:
     quote = connection.ops.quote_name
     sql = f"COPY {quote(model._meta.db_table)} ({', '.join(map(quote, columns))}) FROM STDIN"
-    with connection.cursor() as cursor:
+    # psycopg's own cursor does COPY; Django's wrapper turns its errors into
+    # Django's (IntegrityError for a batch another writer inserted first).
+    with connection.cursor() as cursor, connection.wrap_database_errors:
         with cursor.cursor.copy(sql) as copy:
             for row in rows:
                 copy.write_row(row)
@@ -382,17 +385,33 @@ class _Listing:
     bounds: dict[int, tuple[datetime, datetime]] = field(default_factory=dict)
     last: Page | None = None  # The highest-numbered page fetched...
     last_number: int = 0  # ...and the number it was asked for by.
+    # The batches on pages that were not full, which may be read again.
+    partial_pages: dict[int, set[str]] = field(default_factory=dict)
     page_count: int = 0
     rejected: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
-    def add(self, requested: int, page: Page) -> None:
-        self.seen.extend(hash(item.id) for item in page.items)
-        self.rejected.extend(f"page {requested}: {reason}" for reason in page.rejected)
+    def add(self, requested: int, page: Page) -> list[BatchData]:
+        """Take in a fetched page; return its batches this listing has not
+        seen yet (all of them, but for a last page read again)."""
+        items = page.items
+        known = self.partial_pages.get(requested)
+        if known is not None:
+            # A page that was not full, read again after the listing grew:
+            # batches created meanwhile filled it up. Only those are new.
+            items = [item for item in items if item.id not in known]
+        if len(page.items) < page.page_size:
+            self.partial_pages[requested] = (known or set()) | {item.id for item in items}
+        self.seen.extend(hash(item.id) for item in items)
+        self.rejected.extend(
+            reason
+            for reason in (f"page {requested}: {reason}" for reason in page.rejected)
+            if reason not in self.rejected
+        )
         self.page_count = max(self.page_count, page.page_count)
         if page.number != requested:
             self.problems.append(f"asked for page {requested}, Inkit answered page {page.number}")
-        if requested > self.last_number:
+        if requested >= self.last_number:
             self.last, self.last_number = page, requested
         if page.items:
             created = [item.created_at for item in page.items]
@@ -401,13 +420,20 @@ class _Listing:
             self.bounds[requested] = (created[0], created[-1])
         elif requested < page.page_count:
             self.problems.append(f"page {requested} of {page.page_count} was empty")
+        return items
 
-    def pages_to_fetch(self) -> int:
-        """How many pages the listing has, as far as the pages read so far say."""
+    def pages_to_fetch(self) -> tuple[int, int]:
+        """The pages still to read, first and last, as far as the pages read
+        so far say (an empty range when there are none). A last page that was
+        not full is read again: new batches fill it before they start another."""
+        last = self.last
         pages = self.page_count
-        if self.last is not None and self.last.items and not self.last.is_last:
+        if last is not None and last.items and not last.is_last:
             pages = max(pages, self.last_number + 1)
-        return pages
+        first = self.last_number + 1
+        if last is not None and pages > self.last_number and len(last.items) < last.page_size:
+            first = self.last_number
+        return first, pages
 
     def check(self) -> list[str]:
         """Reasons the listing cannot be trusted as complete; empty if it can."""
@@ -430,6 +456,56 @@ class _Listing:
         return problems
 
 
+class _PageWriters:
+    """Writes pages on a few threads, each with its own database connection.
+
+    One writer leaves PostgreSQL waiting on Python between pages and Python
+    waiting on PostgreSQL during them; two keep both busy, which took a first
+    sync of 100,000 batches from about 3,900 to 5,400 batches/s on a 2-core
+    machine. The queue holds at most one page per writer, so memory stays
+    flat. The first error stops the writing and is raised to the caller.
+    """
+
+    def __init__(self, count: int, write: Callable[[list[BatchData]], None]):
+        self.write = write
+        self.error: BaseException | None = None
+        self.queue: Queue[list[BatchData] | None] = Queue(maxsize=count)
+        self.threads = [
+            threading.Thread(target=self._work, name=f"sync-writer-{n}", daemon=True)
+            for n in range(count)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def put(self, items: list[BatchData]) -> None:
+        self.raise_error()
+        self.queue.put(items)
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait for every queued page to be written, then stop the threads."""
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join()
+        if raise_error:
+            self.raise_error()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _work(self) -> None:
+        try:
+            while (items := self.queue.get()) is not None:
+                if self.error is None:  # After an error, only drain the queue.
+                    try:
+                        self.write(items)
+                    except BaseException as error:  # Handed to the sync's thread.
+                        self.error = self.error or error
+        finally:
+            connection.close()  # This thread's own connection.
+
+
 class _Sync:
     """One sync run in progress: fetches pages (concurrently after the first),
     writes each as it arrives, keeps the run's record and the lock fresh."""
@@ -440,34 +516,46 @@ class _Sync:
         client: InkitClient,
         *,
         concurrency: int,
+        writers: int,
         page_size: int,
         progress: Callable[[SyncRun], None] | None,
     ):
         self.run = run
         self.client = client
         self.concurrency = concurrency
+        self.writers = writers
         self.page_size = page_size
         self.progress = progress
         self.listing = _Listing()
         self.wrote = False
+        self._lock = threading.Lock()  # Guards the run's counters across writers.
         self._saved_at = 0.0
         self._heartbeat_at = time.monotonic()
 
     def sync(self) -> None:
-        self.write(1, self.fetch(1))
-        fetched = 1
-        # Follow the page count as it grows: new batches join the end.
-        while (target := self.listing.pages_to_fetch()) > fetched:
-            self.fetch_concurrently(range(fetched + 1, target + 1))
-            fetched = target
+        writers = _PageWriters(self.writers, self.write) if self.writers > 1 else None
+        try:
+            self.arrived(1, self.fetch(1), writers)
+            # Follow the page count as it grows: new batches join the end.
+            while True:
+                first, last = self.listing.pages_to_fetch()
+                if first > last:
+                    break
+                self.fetch_concurrently(range(first, last + 1), writers)
+        except BaseException:
+            if writers is not None:
+                writers.close(raise_error=False)  # The error in hand comes first.
+            raise
+        if writers is not None:
+            writers.close()
         self.finish_listing()
 
     def fetch(self, number: int) -> Page:
         return self.client.list_batches(page=number, page_size=self.page_size, sort=SORT)
 
-    def fetch_concurrently(self, numbers: Iterable[int]) -> None:
-        """Fetch pages on up to `concurrency` threads; write each in this
-        thread as it arrives. A failure stops the rest and is raised."""
+    def fetch_concurrently(self, numbers: Iterable[int], writers: _PageWriters | None) -> None:
+        """Fetch pages on up to `concurrency` threads and pass each on as it
+        arrives. A failure stops the rest and is raised."""
         numbers = iter(numbers)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="inkit-page")
         pending: dict[Future, int] = {}
@@ -478,26 +566,41 @@ class _Sync:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     number = pending.pop(future)
-                    self.write(number, future.result())
+                    self.arrived(number, future.result(), writers)
                     for following in islice(numbers, 1):
                         pending[pool.submit(self.fetch, following)] = following
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def write(self, number: int, page: Page) -> None:
+    def arrived(self, number: int, page: Page, writers: _PageWriters | None) -> None:
+        """Note what the page says of the listing, then write it: here, or
+        on a writer thread."""
+        items = self.listing.add(number, page)
+        if writers is None:
+            self.write(items)
+        else:
+            writers.put(items)
+
+    def write(self, items: list[BatchData]) -> None:
         if shutdown_requested.is_set():
             raise SyncStopped(STOPPED)
-        result = upsert_batches(page.items, timezone.now())
-        self.listing.add(number, page)
-        run = self.run
-        run.pages_fetched += 1
-        run.page_count = max(run.page_count or 0, self.listing.page_count)
-        run.batches_seen += len(page.items)
-        run.batches_created += result.created
-        run.batches_updated += result.updated
-        run.batches_unchanged += result.unchanged
-        self.wrote = self.wrote or bool(result.created or result.updated)
-        self.keep_fresh()
+        try:
+            result = upsert_batches(items, timezone.now())
+        except IntegrityError:
+            # Another writer inserted one of these batches first: the listing
+            # shifted, putting a batch on two pages. Written again, the page
+            # finds it stored and updates it.
+            result = upsert_batches(items, timezone.now())
+        with self._lock:
+            run = self.run
+            run.pages_fetched += 1
+            run.page_count = max(run.page_count or 0, self.listing.page_count)
+            run.batches_seen += len(items)
+            run.batches_created += result.created
+            run.batches_updated += result.updated
+            run.batches_unchanged += result.unchanged
+            self.wrote = self.wrote or bool(result.created or result.updated)
+            self.keep_fresh()
 
     def keep_fresh(self, force: bool = False) -> None:
         """Save progress about once a second and renew the lock about every
@@ -595,6 +698,7 @@ def sync_all(
     trigger: str = SyncRun.Trigger.SCHEDULE,
     client: InkitClient | None = None,
     concurrency: int | None = None,
+    writers: int | None = None,
     progress: Callable[[SyncRun], None] | None = None,
 ) -> SyncRun:
     """Pull every page of List Batches into the database; return the SyncRun.
@@ -627,6 +731,7 @@ def sync_all(
             run,
             client,
             concurrency=concurrency or settings.SYNC_CONCURRENCY,
+            writers=_writers(writers),
             page_size=settings.INKIT_PAGE_SIZE,
             progress=progress,
         )
@@ -647,6 +752,15 @@ def sync_all(
     # hold up syncing. A failed run is evaluated too (it can reveal staleness).
     evaluate_after_sync(run)
     return run
+
+
+def _writers(asked: int | None) -> int:
+    """How many threads write pages. SQLite takes one writer at a time, so
+    more would only wait; inside a transaction (a test's, say) other threads'
+    connections could neither see its rows nor be rolled back with it."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return 1
+    return asked or settings.SYNC_WRITERS
 
 
 def _finish(run: SyncRun, client: InkitClient | None, *, wrote: bool) -> None:

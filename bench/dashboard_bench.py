@@ -60,7 +60,7 @@ LIST_VIEWS: list[tuple[str, str, str | None]] = [
     ("failed=1&destination=sepire", "failed=1&destination=sepire", None),
     ("q: name search (common word)", "q=invoices", "q=invoices"),
     ("q: name search (one batch)", "q={one_name}", "q={one_name}"),
-    ("q: id search", "q={id_part}", "q={id_part}"),
+    ("q: id prefix", "q={id_part}", "q={id_part}"),
     ("sort=name", "sort=name", "o=2"),
     ("sort=-name", "sort=-name", "o=-2"),
     ("sort=status", "sort=status", "o=3"),
@@ -391,7 +391,7 @@ def main() -> None:
         "month_start": (month_end - timedelta(days=30)).isoformat(),
         "month_end": month_end.isoformat(),
         "one_name": one[0].replace(" ", "+").replace("#", "%23"),
-        "id_part": one[1][3:11],
+        "id_part": one[1][:12].lower(),  # The start of an id, as pasted, any case.
     }
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('batches_batch')), pg_size_pretty(pg_total_relation_size('batches_batchdestination'))")

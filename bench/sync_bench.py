@@ -92,6 +92,13 @@ def child(scenario: str, concurrency: int) -> dict:
         return copy(self, statement, *args, **kwargs)
 
     psycopg.Cursor.copy = counted_copy
+    write_row = psycopg.Copy.write_row
+
+    def counted_write_row(self, row):
+        statements["rows_written"] += 1
+        return write_row(self, row)
+
+    psycopg.Copy.write_row = counted_write_row
 
     started = time.perf_counter()
     with connection.execute_wrapper(count):
@@ -169,12 +176,16 @@ def _anchor_destination(item, dest):
 class Simulator:
     """The simulator in its own process, so it does not share our GIL."""
 
+    # The same clock for every simulator, so a second one serves the same
+    # batches and a re-sync against it changes nothing.
+    NOW = "2026-11-01T12:00:00+00:00"
+
     def __init__(self, env: dict, batches: int, latency: float = 0.0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "inkit_simulator", "--port", str(self.port), "--batches", str(batches),
-             "--token", TOKEN, "--advance-every", "0", "--max-page-size", str(PAGE_SIZE), "--latency", str(latency)],
+             "--token", TOKEN, "--advance-every", "0", "--now", self.NOW, "--max-page-size", str(PAGE_SIZE), "--latency", str(latency)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         deadline = time.monotonic() + 300

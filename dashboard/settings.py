@@ -169,6 +169,8 @@ try:
     INKIT_MAX_RETRIES = envint("INKIT_MAX_RETRIES", 5, minimum=0, maximum=20)
     SYNC_INTERVAL_SECONDS = envint("SYNC_INTERVAL_SECONDS", 60, minimum=5)
     SYNC_CONCURRENCY = envint("SYNC_CONCURRENCY", 4, minimum=1, maximum=32)
+    # Threads writing pages on PostgreSQL, each with its own connection.
+    SYNC_WRITERS = envint("SYNC_WRITERS", 2, minimum=1, maximum=8)
     # How long a sync's lock outlives its last heartbeat: the longest a killed
     # worker can keep other syncs out.
     SYNC_LOCK_SECONDS = envint("SYNC_LOCK_SECONDS", 300, minimum=30)

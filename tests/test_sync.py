@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from batches.inkit import InkitClient
 from batches.models import Batch, BatchEvent, SyncLock, SyncRun
-from batches.sync import STOPPED, shutdown_requested, sync_all
+from batches.sync import STOPPED, _Sync, shutdown_requested, sync_all
 
 from .conftest import TOKEN, no_sleep
 
@@ -370,3 +373,121 @@ def test_a_retry_backoff_is_cut_short_when_the_worker_shuts_down(simulator):
     assert run.error == STOPPED
     assert run.api_requests == 1  # No retry was made after the stop.
     assert SyncLock.current_holder() is None
+
+
+# Parallel writers ----------------------------------------------------------------
+# Outside a transaction, on PostgreSQL, pages are written by SYNC_WRITERS
+# threads with connections of their own; these tests let them.
+
+parallel = pytest.mark.django_db(transaction=True)
+
+
+@parallel
+@pytest.mark.parametrize("fault", [None, "503", "bad-json"])
+def test_parallel_writers_copy_every_batch_exactly(simulator, settings, fault):
+    client = InkitClient(settings.INKIT_API_BASE_URL, TOKEN, sleep=no_sleep)
+    if fault:
+        simulator.faults.queue.extend(["200", "200", fault, fault])
+    simulator.faults.add_when_serving = {4: 30}  # The listing grows mid-sync.
+    run = sync_all(client=client, concurrency=4, writers=3)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    assert run.complete, run.note
+    assert run.batches_created == run.batches_seen == len(simulator.snapshot())
+    assert_database_matches(simulator)
+    again = sync_all(client=client, concurrency=4, writers=3)
+    assert again.batches_unchanged == again.batches_seen
+
+
+@parallel
+def test_parallel_writers_stop_at_the_first_failure_and_keep_what_they_wrote(simulator, settings):
+    client = InkitClient(settings.INKIT_API_BASE_URL, TOKEN, sleep=no_sleep, max_retries=1)
+    simulator.faults.queue.extend(["200", "200", "200", "500", "500"])
+    run = sync_all(client=client, concurrency=1, writers=2)
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert "page 4" in run.error
+    assert Batch.objects.count() == 75  # Pages 1 to 3, written before the failure.
+    assert SyncLock.current_holder() is None
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite takes one writer at a time")
+@parallel
+def test_a_page_racing_another_writer_for_a_new_batch_is_written_again(simulator, inkit):
+    """Two writers both see a batch as new (the listing put it on two pages):
+    the second one's COPY fails on the first one's row, and the page is
+    written again as an update."""
+    item = oldest_first(simulator)[0]
+    page = inkit.list_batches(page=1, page_size=25, sort="created_at")
+    inserted = threading.Event()
+    release = threading.Event()
+
+    def other_writer() -> None:
+        from django.db import transaction as tx
+
+        with tx.atomic():
+            Batch.objects.create(
+                id=item["id"], status="In Progress", total=1, created_at=timezone.now(),
+                first_seen_at=timezone.now(), last_changed_at=timezone.now(),
+                last_progress_at=timezone.now(), raw={},
+            )
+            inserted.set()
+            release.wait(10)  # Commit only once this page's COPY is waiting on the row.
+        connection.close()
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    inserted.wait(10)
+    threading.Timer(0.5, release.set).start()
+    run = SyncRun.objects.create()
+    sync = _Sync(run, inkit, concurrency=1, writers=1, page_size=25, progress=None)
+    sync.write(page.items)
+    thread.join(10)
+    assert run.batches_created + run.batches_updated == 25
+    assert run.batches_updated == 1
+    stored = Batch.objects.get(pk=item["id"])
+    assert stored.raw == item and stored.status == item["status"]
+
+
+def test_a_last_page_that_fills_up_mid_sync_is_read_again(settings):
+    """Page 3 of 3 is read while it holds 5 batches; then 25 batches are
+    created and page 2 reports 4 pages. The 20 that joined page 3 are not
+    on page 4: the sync must read page 3 again to miss none of them."""
+    settings.INKIT_PAGE_SIZE = 25
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    batches = [
+        {"id": f"rb_{n:03d}", "name": None, "status": "Completed", "total": 1, "destinations": {},
+         "created_at": (start + timedelta(minutes=n)).isoformat().replace("+00:00", "Z")}
+        for n in range(80)
+    ]
+    listing = {"size": 55}
+    page_three_read = threading.Event()
+
+    def answer(request: Request) -> Response:
+        number = int(request.args["page"])
+        if number == 2:
+            page_three_read.wait(10)
+            listing["size"] = 80  # 25 batches are created now.
+        size = listing["size"]
+        pages = -(-size // 25)
+        body = {
+            "items": batches[(number - 1) * 25 : min(number * 25, size)],
+            "metadata": {"pagination": {
+                "current_page": number, "next_page": number + 1 if number < pages else None,
+                "page_count": pages, "page_size": 25, "prev_page": None, "total_count": size}},
+        }
+        if number == 3:
+            page_three_read.set()
+        return Response(json.dumps(body), content_type="application/json")
+
+    server = HTTPServer(threaded=True)
+    server.start()
+    try:
+        server.expect_request("/v1/batch").respond_with_handler(answer)
+        client = InkitClient(server.url_for("/v1"), "t", sleep=no_sleep)
+        run = sync_all(client=client, concurrency=2)
+    finally:
+        server.clear()
+        server.stop()
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    assert run.complete, run.note
+    assert sorted(Batch.objects.values_list("id", flat=True)) == [b["id"] for b in batches]
+    assert run.batches_seen == run.batches_created == 80

@@ -158,6 +158,9 @@ def test_a_history_restore_gets_the_whole_page(ops_client, batches):
         ("destination=%7B%7D", []),
         ("q=invoices", ["rb_fresh"]),
         ("q=RB_STUCK", ["rb_stuck"]),
+        ("q=rb_st", ["rb_stuck"]),  # Ids match from their start...
+        ("q=tuck", []),  # ...not in the middle.
+        ("q=rb%25", []),  # % and _ are text, not wildcards.
         ("q=state", ["rb_unknown"]),
         ("failed=1", ["rb_unknown", "rb_failing"]),
         ("failed=1&destination=salesforce", ["rb_failing"]),

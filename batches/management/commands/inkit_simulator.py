@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from types import FrameType
 from typing import Any
 
@@ -60,6 +61,14 @@ class Command(BaseCommand):
             metavar="N",
             help="Every Nth answer has a truncated JSON body.",
         )
+        parser.add_argument(
+            "--now",
+            type=datetime.fromisoformat,
+            default=None,
+            metavar="ISO-8601",
+            help="The simulator's clock at start (default: now). Two runs with the same "
+            "--seed and --now serve the same batches.",
+        )
         parser.add_argument("--verbose", action="store_true", help="Log every request.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -70,6 +79,7 @@ class Command(BaseCommand):
             seed=options["seed"],
             token=options["token"],
             max_page_size=options["max_page_size"],
+            now=options["now"],
         )
         faults = simulator.faults
         faults.latency_seconds = options["latency"]
