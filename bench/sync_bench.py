@@ -68,18 +68,29 @@ def child(scenario: str, concurrency: int) -> dict:
     from batches.models import Batch, BatchDestination, SyncRun
     from batches.sync import sync_all
 
+    import threading
+
+    from django.db.backends.signals import connection_created
+
     statements = {"all": 0, "writes": 0, "rows_written": 0}
+    lock = threading.Lock()
 
     def count(execute, sql, params, many, context):
         result = execute(sql, params, many, context)
-        statements["all"] += 1
         head = sql.lstrip()[:6].upper()
-        if head in ("INSERT", "UPDATE", "DELETE") and (
-            '"batches_batch"' in sql or '"batches_batchdestination"' in sql
-        ):
-            statements["writes"] += 1
-            statements["rows_written"] += max(context["cursor"].rowcount, 0)
+        with lock:
+            statements["all"] += 1
+            if head in ("INSERT", "UPDATE", "DELETE") and (
+                '"batches_batch"' in sql or '"batches_batchdestination"' in sql
+            ):
+                statements["writes"] += 1
+                statements["rows_written"] += max(context["cursor"].rowcount, 0)
         return result
+
+    # The sync's writer threads open connections of their own: count theirs too.
+    connection_created.connect(
+        lambda sender, connection, **kwargs: connection.execute_wrappers.append(count), weak=False
+    )
 
     # COPY does not pass through execute(): count it where psycopg runs it.
     import psycopg
@@ -87,49 +98,51 @@ def child(scenario: str, concurrency: int) -> dict:
     copy = psycopg.Cursor.copy
 
     def counted_copy(self, statement, *args, **kwargs):
-        statements["all"] += 1
-        statements["writes"] += 1
+        with lock:
+            statements["all"] += 1
+            statements["writes"] += 1
         return copy(self, statement, *args, **kwargs)
 
     psycopg.Cursor.copy = counted_copy
     write_row = psycopg.Copy.write_row
 
     def counted_write_row(self, row):
-        statements["rows_written"] += 1
+        with lock:
+            statements["rows_written"] += 1
         return write_row(self, row)
 
     psycopg.Copy.write_row = counted_write_row
 
+    connection.ensure_connection()  # Counted from here, through the signal above.
     started = time.perf_counter()
-    with connection.execute_wrapper(count):
-        if scenario == "anchor":
-            from batches.inkit import InkitClient
+    if scenario == "anchor":
+        from batches.inkit import InkitClient
 
-            pages = requests = 0
-            client = InkitClient(os.environ["INKIT_API_BASE_URL"], TOKEN)
-            for page in client.iter_pages(page_size=PAGE_SIZE, sort="created_at"):
-                pages += 1
-                with transaction.atomic():
-                    Batch.objects.bulk_create(
-                        [_anchor_batch(item) for item in page.items],
-                        update_conflicts=True,
-                        unique_fields=["id"],
-                        update_fields=["name", "status", "total", "count", "completed", "failed", "in_progress", "raw"],
-                    )
-                    BatchDestination.objects.bulk_create(
-                        [_anchor_destination(item, d) for item in page.items for d in item.destinations],
-                        update_conflicts=True,
-                        unique_fields=["batch", "name"],
-                        update_fields=["count", "completed", "failed", "in_progress", "status"],
-                    )
-            requests = client.stats.requests
-            seen = Batch.objects.count()
-            outcome = "succeeded"
-        else:
-            run = sync_all(trigger=SyncRun.Trigger.COMMAND, concurrency=concurrency)
-            pages, requests, seen, outcome = run.pages_fetched, run.api_requests, run.batches_seen, run.outcome
-            if run.error:
-                outcome += f" ({run.error})"
+        pages = requests = 0
+        client = InkitClient(os.environ["INKIT_API_BASE_URL"], TOKEN)
+        for page in client.iter_pages(page_size=PAGE_SIZE, sort="created_at"):
+            pages += 1
+            with transaction.atomic():
+                Batch.objects.bulk_create(
+                    [_anchor_batch(item) for item in page.items],
+                    update_conflicts=True,
+                    unique_fields=["id"],
+                    update_fields=["name", "status", "total", "count", "completed", "failed", "in_progress", "raw"],
+                )
+                BatchDestination.objects.bulk_create(
+                    [_anchor_destination(item, d) for item in page.items for d in item.destinations],
+                    update_conflicts=True,
+                    unique_fields=["batch", "name"],
+                    update_fields=["count", "completed", "failed", "in_progress", "status"],
+                )
+        requests = client.stats.requests
+        seen = Batch.objects.count()
+        outcome = "succeeded"
+    else:
+        run = sync_all(trigger=SyncRun.Trigger.COMMAND, concurrency=concurrency)
+        pages, requests, seen, outcome = run.pages_fetched, run.api_requests, run.batches_seen, run.outcome
+        if run.error:
+            outcome += f" ({run.error})"
     wall = time.perf_counter() - started
     return {
         "scenario": scenario,
