@@ -3,6 +3,7 @@ sleep between retries, and ready-made users."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,17 @@ from batches.inkit import InkitClient
 from batches.simulator import InkitSimulator
 
 TOKEN = "simulator-token"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """CI runs the suite on PostgreSQL and Redis (.ci/run sets both): never
+    let it pass on SQLite and the embedded broker by mistake."""
+    if os.environ.get("CI") != "true":
+        return
+    if django_settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        raise pytest.UsageError("CI=true but DATABASE_URL is not PostgreSQL")
+    if not django_settings.REDIS_URL:
+        raise pytest.UsageError("CI=true but REDIS_URL is not set")
 
 
 def no_sleep(seconds: float) -> None:
