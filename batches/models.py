@@ -344,7 +344,13 @@ class BatchEvent(models.Model):
     completed = models.IntegerField()
     failed = models.IntegerField()
     in_progress = models.IntegerField()
-    # What changed: {"status": [old, new], "destinations": {name: {field: [old, new]}}, ...}
+    # CHANGED and RETURNED (batches.sync): what changed, as [old, new] pairs,
+    # {"status": [old, new], "destinations": {name: {field: [old, new]} or "removed"}};
+    # RETURNED may be empty, GONE always is. The stuck transitions
+    # (batches.stuck) are not pairs: STUCK {"stuck_since": iso,
+    # "stuck_after_minutes": n}; RECOVERED {"stuck_since": iso,
+    # "stuck_for_seconds": n}; FINISHED the same plus "reason" ("status",
+    # with the new "status", or "gone").
     changes = models.JSONField(default=dict, blank=True)
     # For the stuck transitions: the alert that told people about it (null
     # only between the claim and the alert, or if its evaluator died there).
@@ -370,6 +376,23 @@ class BatchEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id} {self.kind} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def stuck_since(self) -> datetime | None:
+        """For a stuck transition: the batch's last progress before it stuck,
+        where its stuck period began."""
+        since = self.changes.get("stuck_since") if self.kind in self.TRANSITIONS else None
+        return datetime.fromisoformat(since) if since else None
+
+    @property
+    def stuck_for(self) -> timedelta | None:
+        """For a stuck transition: how long the batch had gone without
+        progress when it was declared stuck, or when its stuck period ended."""
+        if self.kind == self.Kind.STUCK:
+            since = self.stuck_since
+            return self.seen_at - since if since else None
+        seconds = self.changes.get("stuck_for_seconds") if self.kind in self.TRANSITIONS else None
+        return None if seconds is None else timedelta(seconds=seconds)
 
 
 class SyncRunQuerySet(models.QuerySet["SyncRun"]):

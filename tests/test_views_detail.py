@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html as html_module
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.utils import timezone
 
-from batches.models import BatchEvent
+from batches.models import Batch, BatchEvent, SyncRun
+from batches.stuck import evaluate_stuck
+from batches.sync import mark_gone
 
 from .factories import make_batch, make_event
 
@@ -48,16 +51,109 @@ def test_it_shows_every_field_and_the_destinations(ops_client):
     assert batch.raw["id"] in html
 
 
+def timeline(response) -> list[str]:
+    """Each timeline entry's text as read, newest first."""
+    html = response.content.decode()
+    entries = re.findall(r'<li class="event event-[^"]*">(.*?)</li>\s*(?=<li class="event|</ol>)', html, re.DOTALL)
+    return [html_module.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", entry))).strip() for entry in entries]
+
+
 def test_the_timeline_lists_changes_newest_first(ops_client):
+    # The shapes batches.sync writes for CHANGED: [old, new] pairs, per destination too.
     batch = make_batch(id="rb_timeline", status="Completed")
-    make_event(batch, ago=timedelta(hours=2), changes={"completed": [0, 4], "destinations": {"inkit_storage": {"completed": [0, 4]}}})
-    make_event(batch, kind=BatchEvent.Kind.STUCK, ago=timedelta(hours=1))
+    make_event(batch, ago=timedelta(hours=2), changes={"completed": [0, 4], "destinations": {"inkit_storage": {"completed": [0, 4]}, "sepire": "removed"}})
     make_event(batch, ago=timedelta(minutes=5), changes={"status": ["In Progress", "Completed"]})
-    page = text(ops_client.get("/batches/rb_timeline/"))
-    changed, stuck, older = page.index("status: In Progress → Completed"), page.index("Became stuck"), page.index("completed: 0 → 4")
-    assert changed < stuck < older
-    assert "inkit_storage : completed 0 → 4" in page
-    assert "First seen" in page
+    entries = timeline(ops_client.get("/batches/rb_timeline/"))
+    assert "Changed" in entries[0] and "status: In Progress → Completed" in entries[0]
+    assert "Changed" in entries[1] and "completed: 0 → 4" in entries[1]
+    assert "inkit_storage: completed 0 → 4" in entries[1] and "sepire: removed" in entries[1]
+    assert entries[2].endswith("First seen")
+
+
+@pytest.fixture
+def stuck_clock(settings):
+    """STUCK_AFTER_MINUTES of 60, no alert channel, and a start on the minute
+    three hours ago (so times read exactly)."""
+    settings.STUCK_AFTER_MINUTES = 60
+    settings.SYNC_STALE_AFTER_MINUTES = 15
+    settings.ALERT_EMAILS = []
+    settings.ALERT_WEBHOOK_URL = ""
+    return (timezone.now() - timedelta(hours=3)).replace(second=0, microsecond=0)
+
+
+def evaluate_at(now):
+    """A successful sync that ended at `now`, then the stuck evaluation the
+    sync runs after it: the real code that writes the transitions."""
+    run = SyncRun.objects.create(
+        started_at=now - timedelta(seconds=5), finished_at=now, outcome=SyncRun.Outcome.SUCCEEDED, complete=True
+    )
+    return evaluate_stuck(now=now, sync_run=run, deliver=False)
+
+
+def test_stuck_transitions_read_as_sentences(ops_client, stuck_clock):
+    t0 = stuck_clock
+    hostile = '<script>alert("x")</script> Payroll'
+    make_batch(id="rb_stuckline", name=hostile, status="In Progress", destinations={"inkit_storage": (2, 0, 8)}, first_seen_at=t0)
+
+    # Declared stuck 1 h 10 min after its last progress...
+    assert evaluate_at(t0 + timedelta(minutes=70, seconds=5)).stuck == ["rb_stuckline"]
+    # ...progress 2 h 5 min after it: recovered.
+    Batch.objects.filter(pk="rb_stuckline").update(completed=3, in_progress=7, last_progress_at=t0 + timedelta(minutes=125))
+    assert evaluate_at(t0 + timedelta(minutes=126)).recovered == ["rb_stuckline"]
+
+    response = ops_client.get("/batches/rb_stuckline/")
+    entries = timeline(response)
+    since = t0.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    assert entries[0].startswith((t0 + timedelta(minutes=126)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    assert "Recovered after 2 h 5 min without progress" in entries[0]
+    assert f"Became stuck: no progress since {since} UTC, for 1 h 10 min" in entries[1]
+    assert entries[2].endswith("First seen")
+    # Nothing of the transitions' own data is shown as an old → new pair.
+    assert "→" not in " ".join(entries) and "stuck_since" not in " ".join(entries)
+    # The markup in the name stays text.
+    html = response.content.decode()
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; Payroll" in html
+
+
+def test_a_stuck_batch_that_finishes_says_how(ops_client, stuck_clock):
+    t0 = stuck_clock
+    make_batch(id="rb_done_late", status="In Progress", destinations={"inkit_storage": (2, 0, 8)}, first_seen_at=t0)
+    make_batch(id="rb_vanished", status="In Progress", destinations={"inkit_storage": (2, 0, 8)}, first_seen_at=t0)
+    evaluate_at(t0 + timedelta(minutes=61))
+
+    # One leaves In Progress (a status Inkit may invent, markup and all), the
+    # other stops being listed: both finish their stuck period.
+    Batch.objects.filter(pk="rb_done_late").update(status="<i>Archived</i>", last_progress_at=t0 + timedelta(minutes=95))
+    mark_gone(["rb_vanished"], t0 + timedelta(minutes=100))
+    assert sorted(evaluate_at(t0 + timedelta(minutes=101)).finished) == ["rb_done_late", "rb_vanished"]
+
+    response = ops_client.get("/batches/rb_done_late/")
+    entries = timeline(response)
+    assert "Finished: status <i>Archived</i>, after 1 h 35 min without progress" in entries[0]
+    assert "Became stuck: no progress since" in entries[1] and "for 1 h 1 min" in entries[1]
+    html = response.content.decode()
+    assert "<i>Archived</i>" not in html and "status &lt;i&gt;Archived&lt;/i&gt;" in html
+
+    entries = timeline(ops_client.get("/batches/rb_vanished/"))
+    assert "Finished: no longer listed by Inkit, after 1 h 40 min without progress" in entries[0]
+    assert entries[1].startswith((t0 + timedelta(minutes=100)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    assert "No longer listed" in entries[1]
+    assert "Became stuck" in entries[2]
+
+
+def test_a_batch_listed_again_says_so_with_what_changed(ops_client):
+    # The shape batches.sync writes for RETURNED: like CHANGED, possibly empty.
+    batch = make_batch(id="rb_back_again", status="Completed")
+    make_event(batch, kind=BatchEvent.Kind.GONE, ago=timedelta(hours=2))
+    make_event(batch, kind=BatchEvent.Kind.RETURNED, ago=timedelta(hours=1))
+    make_event(batch, kind=BatchEvent.Kind.GONE, ago=timedelta(minutes=30))
+    make_event(batch, kind=BatchEvent.Kind.RETURNED, ago=timedelta(minutes=5), changes={"status": ["In Progress", "Completed"]})
+    entries = timeline(ops_client.get("/batches/rb_back_again/"))
+    assert "Listed again" in entries[0] and "status: In Progress → Completed" in entries[0]
+    assert "No longer listed" in entries[1] and "→" not in entries[1]
+    assert "Listed again" in entries[2] and "→" not in entries[2]
+    assert "No longer listed" in entries[3]
 
 
 def test_the_raw_json_is_shown_escaped(ops_client):
