@@ -395,6 +395,13 @@ class BatchEvent(models.Model):
         return None if seconds is None else timedelta(seconds=seconds)
 
 
+# The synced data is stale, for the dashboard's header and /healthz alike,
+# once the last successful sync ended more than this many sync intervals
+# ago (SyncRun.stale_after). The "syncing is stale" alert has its own,
+# SYNC_STALE_AFTER_MINUTES: see batches/stuck.py.
+STALE_AFTER_SYNC_INTERVALS = 3
+
+
 class SyncRunQuerySet(models.QuerySet["SyncRun"]):
     def finished(self) -> SyncRunQuerySet:
         return self.exclude(outcome__in=[SyncRun.Outcome.RUNNING, SyncRun.Outcome.SKIPPED])
@@ -521,6 +528,17 @@ class SyncRun(models.Model):
     @property
     def is_running(self) -> bool:
         return self.outcome == self.Outcome.RUNNING
+
+    @staticmethod
+    def stale_after() -> timedelta:
+        """How old the last success may be before the synced data counts as
+        stale: STALE_AFTER_SYNC_INTERVALS sync intervals."""
+        return timedelta(seconds=STALE_AFTER_SYNC_INTERVALS * settings.SYNC_INTERVAL_SECONDS)
+
+    def is_stale(self, now: datetime) -> bool:
+        """Whether the data this run read is stale by now: the one rule the
+        header and /healthz apply to the last successful sync."""
+        return now - (self.finished_at or self.started_at) > self.stale_after()
 
 
 class SyncLock(models.Model):

@@ -24,14 +24,12 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from batches.models import COMPLETED, IN_PROGRESS, Batch, SyncRun
+from batches.models import COMPLETED, IN_PROGRESS, STALE_AFTER_SYNC_INTERVALS, Batch, SyncRun
 
 log = logging.getLogger(__name__)
 
 # A probe must answer well inside the platform's own timeout (a few seconds).
 BROKER_TIMEOUT_SECONDS = 2.0
-# The data is stale once the last successful sync is this many intervals old.
-STALE_AFTER_INTERVALS = 3
 # all: everything; web: what serving pages needs (see healthz()).
 HEALTH_SCOPES = ("all", "web")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -95,8 +93,9 @@ def broker_problem() -> str | None:
 
 
 @dataclass
-class SyncState:
-    """The last finished sync and the last successful one, as of `now`."""
+class LatestSyncs:
+    """The last finished sync and the last successful one, as of `now`: what
+    /healthz and /metrics report about syncing."""
 
     now: datetime
     last: SyncRun | None
@@ -104,7 +103,7 @@ class SyncState:
     interval_seconds: int = field(default_factory=lambda: settings.SYNC_INTERVAL_SECONDS)
 
     @classmethod
-    def load(cls, now: datetime | None = None) -> SyncState:
+    def load(cls, now: datetime | None = None) -> LatestSyncs:
         # Both served by SyncRun's indexes on -started_at (the second partial).
         last = SyncRun.objects.finished().order_by("-started_at").first()
         if last is not None and last.outcome == SyncRun.Outcome.SUCCEEDED:
@@ -115,7 +114,7 @@ class SyncState:
 
     @property
     def stale_after_seconds(self) -> int:
-        return STALE_AFTER_INTERVALS * self.interval_seconds
+        return int(SyncRun.stale_after().total_seconds())
 
     def age_seconds(self, run: SyncRun | None) -> float | None:
         if run is None or run.finished_at is None:
@@ -132,11 +131,11 @@ class SyncState:
         """
         if self.last_success is None:
             return "no sync has succeeded yet"
-        age = self.age_seconds(self.last_success) or 0.0
-        if age > self.stale_after_seconds:
+        if self.last_success.is_stale(self.now):
+            age = self.age_seconds(self.last_success) or 0.0
             return (
                 f"the last successful sync finished {age:.0f} s ago, more than "
-                f"{STALE_AFTER_INTERVALS} sync intervals ({self.stale_after_seconds} s)"
+                f"{STALE_AFTER_SYNC_INTERVALS} sync intervals ({self.stale_after_seconds} s)"
             )
         return None
 
@@ -192,16 +191,16 @@ def healthz(request: HttpRequest) -> JsonResponse:
             reasons.append(problem)
 
         if checks["database"] == "ok":
-            state = SyncState.load()
-            problem = state.problem()
+            syncs = LatestSyncs.load()
+            problem = syncs.problem()
             checks["sync"] = "ok" if problem is None else "failing"
             if problem:
                 reasons.append(problem)
             sync = {
-                "interval_seconds": state.interval_seconds,
-                "stale_after_seconds": state.stale_after_seconds,
-                "last_run": state.describe(state.last),
-                "last_success": state.describe(state.last_success),
+                "interval_seconds": syncs.interval_seconds,
+                "stale_after_seconds": syncs.stale_after_seconds,
+                "last_run": syncs.describe(syncs.last),
+                "last_success": syncs.describe(syncs.last_success),
             }
         else:
             checks["sync"] = "unknown"
@@ -339,13 +338,13 @@ def render_metrics(now: datetime | None = None) -> str:
         [({}, Batch.objects.stuck(now).count())],
     )
 
-    state = SyncState.load(now)
+    syncs = LatestSyncs.load(now)
     out.gauge(
         "batchwatch_sync_interval_seconds",
         "How often beat starts a sync (SYNC_INTERVAL_SECONDS).",
-        [({}, state.interval_seconds)],
+        [({}, syncs.interval_seconds)],
     )
-    last = state.last
+    last = syncs.last
     if last is not None and last.finished_at is not None:
         out.gauge(
             "batchwatch_last_sync_timestamp_seconds",
@@ -355,7 +354,7 @@ def render_metrics(now: datetime | None = None) -> str:
         out.gauge(
             "batchwatch_last_sync_age_seconds",
             "Seconds since the last finished sync finished.",
-            [({}, state.age_seconds(last) or 0.0)],
+            [({}, syncs.age_seconds(last) or 0.0)],
         )
         out.gauge(
             "batchwatch_last_sync_duration_seconds",
@@ -395,7 +394,7 @@ def render_metrics(now: datetime | None = None) -> str:
             "(the error statuses of batchwatch_last_sync_api_responses, summed).",
             [({}, sum(count for status, count in responses.items() if _is_error(status)))],
         )
-    success = state.last_success
+    success = syncs.last_success
     if success is not None and success.finished_at is not None:
         out.gauge(
             "batchwatch_last_success_timestamp_seconds",
@@ -405,6 +404,6 @@ def render_metrics(now: datetime | None = None) -> str:
         out.gauge(
             "batchwatch_last_success_age_seconds",
             "Seconds since the last successful sync finished.",
-            [({}, state.age_seconds(success) or 0.0)],
+            [({}, syncs.age_seconds(success) or 0.0)],
         )
     return out.text()

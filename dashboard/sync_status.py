@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
 from batches.models import SyncRun
@@ -78,20 +77,13 @@ class SyncStatus:
 
     @property
     def stale_after(self) -> timedelta:
-        return timedelta(seconds=3 * settings.SYNC_INTERVAL_SECONDS)
-
-    @property
-    def success_age(self) -> timedelta | None:
-        run = self.last_success
-        if run is None:
-            return None
-        return self.now - (run.finished_at or run.started_at)
+        return SyncRun.stale_after()
 
     @property
     def stale(self) -> bool:
-        """No success within three sync intervals (or ever)."""
-        age = self.success_age
-        return age is None or age > self.stale_after
+        """No success within three sync intervals (or ever): SyncRun's rule,
+        the same as /healthz."""
+        return self.last_success is None or self.last_success.is_stale(self.now)
 
     @property
     def queued(self) -> bool:

@@ -188,3 +188,17 @@ def test_it_says_nothing_secret(client, settings):
     for secret in ("inkit-token", "metrics-token", "hook-that", settings.SECRET_KEY, "db.internal"):
         assert secret not in content
     assert settings.DATABASES["default"]["NAME"] not in content
+
+
+@pytest.mark.parametrize(("intervals", "seconds_ago", "stale"), [(3, 3 * 60 - 15, False), (3, 3 * 60 + 15, True), (5, 4 * 60, False)])
+def test_the_header_and_healthz_apply_the_one_stale_rule(client, ops_user, settings, monkeypatch, intervals, seconds_ago, stale):
+    # SyncRun.stale_after() decides for both: a change there changes both.
+    monkeypatch.setattr("batches.models.STALE_AFTER_SYNC_INTERVALS", intervals)
+    settings.SYNC_INTERVAL_SECONDS = 60
+    finished_run(SyncRun.Outcome.SUCCEEDED, seconds_ago)
+    body = client.get("/healthz").json()
+    assert (body["checks"]["sync"] == "failing") is stale
+    assert body["sync"]["stale_after_seconds"] == intervals * 60
+    client.force_login(ops_user)
+    header = client.get("/sync/status/").content.decode()
+    assert ("Stale:" in header) is stale
