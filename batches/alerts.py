@@ -34,7 +34,7 @@ import traceback
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
@@ -56,6 +56,7 @@ from .models import (
     SyncHealth,
     SyncRun,
 )
+from .timefmt import format_duration, format_utc
 
 if TYPE_CHECKING:
     from .stuck import SyncState
@@ -113,7 +114,7 @@ class DeliveryOutcome:
         if self.retry_at is not None:
             return (
                 f"{head}: failed (attempt {self.attempts}), next attempt at "
-                f"{self.retry_at:%Y-%m-%d %H:%M:%S UTC}: {self.detail}"
+                f"{format_utc(self.retry_at, seconds=True)}: {self.detail}"
             )
         return f"{head}: gave up after {self.attempts} attempt(s): {self.detail}"
 
@@ -427,20 +428,6 @@ def _batch_item(event: BatchEvent, destinations: list[dict], now: datetime) -> d
 # Wording -------------------------------------------------------------------------
 
 
-def format_duration(seconds: float) -> str:
-    """'3 h 12 min', as the dashboard says it."""
-    minutes = int(seconds // 60)
-    if minutes < 1:
-        return "under a minute"
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    if days:
-        return f"{days} d {hours} h" if hours else f"{days} d"
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{minutes} min"
-
-
 def batch_label(item: dict) -> str:
     """'Invoices March (rb_…)', on one line whatever the name holds."""
     name = " ".join((item.get("name") or "").split())
@@ -485,12 +472,6 @@ def _finish_reason(item: dict) -> str:
     return f"now {item['status']}" if item["status"] != IN_PROGRESS else "no longer In Progress"
 
 
-def _when(iso: str | None) -> str:
-    if not iso:
-        return "unknown"
-    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _destination_line(dest: dict) -> str:
     return (
         f"{dest['name']}: {dest['completed']} completed, {dest['failed']} failed, "
@@ -519,7 +500,8 @@ def sections(payload: dict) -> list[dict]:
                 (created - datetime.fromisoformat(item["created_at"])).total_seconds()
             )
             if kind == "stuck":
-                what = f"No progress for {item['stuck_for']} (since {_when(item['stuck_since'])})."
+                since = format_utc(item["stuck_since"])
+                what = f"No progress for {item['stuck_for']} (since {since})."
             elif kind == "recovered":
                 what = f"Progressing again after {item['stuck_for']} without progress."
             else:
@@ -532,7 +514,7 @@ def sections(payload: dict) -> list[dict]:
                     "label": batch_label(item),
                     "what": what,
                     "created": (
-                        f"Created {_when(item['created_at'])} ({age} ago), "
+                        f"Created {format_utc(item['created_at'])} ({age} ago), "
                         f"{item['total']} documents."
                     ),
                     "destinations": [_destination_line(dest) for dest in item["destinations"]]
@@ -560,7 +542,7 @@ def sync_paragraph(payload: dict) -> str:
     if sync["state"] == "stale":
         text = (
             f"No sync of Inkit batches has succeeded for {format_duration(sync['for_seconds'])} "
-            f"(since {_when(sync['since'])}). Batchwatch is blind: stuck batches cannot be "
+            f"(since {format_utc(sync['since'])}). Batchwatch is blind: stuck batches cannot be "
             f"detected until a sync succeeds. {sync['failed_runs']} sync(s) failed since."
         )
         if sync["last_error"]:
@@ -585,7 +567,7 @@ def email_body(payload: dict) -> str:
             "payload": payload,
             "sections": sections(payload),
             "sync_paragraph": sync_paragraph(payload),
-            "created": _when(payload["created_at"]),
+            "created": format_utc(payload["created_at"]),
         },
     )
 

@@ -42,6 +42,7 @@ from django.utils import timezone
 from . import alerts
 from .alerts import DeliveryOutcome
 from .models import Alert, Batch, BatchEvent, SyncHealth, SyncRun
+from .timefmt import format_utc
 
 log = logging.getLogger(__name__)
 
@@ -320,10 +321,12 @@ def summary_lines(evaluation: Evaluation) -> Iterable[str]:
     if basis is None:
         yield "No finished sync yet: nothing to judge, no batch declared stuck."
     elif state.fresh:
-        yield f"Judged the data of sync #{basis.pk} (started {_when(basis.started_at)}, succeeded)."
+        started = format_utc(basis.started_at, seconds=True)
+        yield f"Judged the data of sync #{basis.pk} (started {started}, succeeded)."
     elif state.stale:
+        since = format_utc(state.stale_since, seconds=True)
         yield (
-            f"Syncing is stale: no successful sync since {_when(state.stale_since)}; "
+            f"Syncing is stale: no successful sync since {since}; "
             "no batch declared stuck on data this old."
         )
     else:
@@ -355,7 +358,3 @@ def _ids(ids: list[str], limit: int = 10) -> str:
         return "none"
     shown = ", ".join(ids[:limit])
     return f"{len(ids)} ({shown}{', …' if len(ids) > limit else ''})"
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "never"

@@ -21,10 +21,12 @@ from django.template.loader import render_to_string
 from werkzeug import Request, Response
 
 from batches import alerts, stuck
-from batches.alerts import DELIVERY_LEASE, backoff, deliver_due, format_duration, scrub
+from batches.alerts import DELIVERY_LEASE, backoff, deliver_due, scrub
 from batches.models import Alert, AlertDelivery, Batch, BatchEvent, SyncRun
 from batches.stuck import evaluate_stuck
 from batches.tasks import check_stuck
+from batches.timefmt import format_duration
+from dashboard.templatetags.batchwatch import short_duration
 
 from .test_stuck import MIN, T0, evaluate_after, make_batch, progressed, synced
 
@@ -682,17 +684,23 @@ def test_beat_runs_the_periodic_task_every_minute(settings):
 @pytest.mark.parametrize(
     "seconds, words",
     [
-        (0, "under a minute"),
-        (59, "under a minute"),
+        (-5, "0 s"),
+        (0, "0 s"),
+        (59, "59 s"),
         (60, "1 min"),
+        (3599, "59 min"),
         (3600, "1 h"),
         (3 * 3600 + 12 * 60 + 30, "3 h 12 min"),
         (86400, "1 d"),
         (90000, "1 d 1 h"),
+        (90000 + 59 * 60, "1 d 1 h"),
     ],
 )
 def test_durations_read_as_the_dashboard_says_them(seconds, words):
+    # One wording for alerts and pages: the template filter is the same function.
     assert format_duration(seconds) == words
+    assert format_duration(timedelta(seconds=seconds)) == words
+    assert short_duration(timedelta(seconds=seconds)) == words
 
 
 def test_a_name_with_line_breaks_cannot_break_the_subject(smtp):

@@ -13,6 +13,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import slugify
 
+from batches.timefmt import format_duration
+
 register = template.Library()
 
 # Badge look per known status; anything else Inkit sends gets "other".
@@ -25,21 +27,9 @@ STATUS_BADGES = {
 
 @register.filter
 def short_duration(value: timedelta | None) -> str:
-    """A duration the way ops people say it: "45 s", "12 min", "3 h 12 min",
-    "2 d 4 h"."""
-    if value is None:
-        return ""
-    seconds = max(0, int(value.total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
+    """A duration the way ops people say it ("45 s", "3 h 12 min"), worded
+    by batches.timefmt as the alerts word it."""
+    return "" if value is None else format_duration(value)
 
 
 @register.filter
