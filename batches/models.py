@@ -273,10 +273,6 @@ class Batch(models.Model):
     def __str__(self) -> str:
         return self.name or self.id
 
-    @property
-    def is_gone(self) -> bool:
-        return self.gone_at is not None
-
     def is_stuck(self, now: datetime | None = None) -> bool:
         """The same rule as BatchQuerySet.stuck(), for one loaded batch."""
         return (
@@ -319,10 +315,6 @@ class BatchDestination(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id} → {self.name}"
-
-    @property
-    def done(self) -> int:
-        return self.completed + self.failed
 
 
 class BatchEvent(models.Model):
@@ -524,10 +516,6 @@ class SyncRun(models.Model):
         if self.finished_at is None:
             return None
         return self.finished_at - self.started_at
-
-    @property
-    def is_running(self) -> bool:
-        return self.outcome == self.Outcome.RUNNING
 
     @staticmethod
     def stale_after() -> timedelta:

@@ -75,12 +75,6 @@ def filter_url(context: template.Context, **params: object) -> str:
 
 
 @register.filter
-def stuck_at(batch: object, now: datetime) -> bool:
-    """Batch.is_stuck(now) for a template: the same rule as the stuck filter."""
-    return batch.is_stuck(now)
-
-
-@register.filter
 def stuck_for_at(batch: object, now: datetime) -> str:
     """"3 h 12 min": how long the batch has gone without progress."""
     return short_duration(batch.stuck_for(now))
