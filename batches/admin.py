@@ -1,21 +1,39 @@
-"""Django admin for batches and sync runs: a read-mostly view for staff. The
-Batch changelist is also the benchmark's yardstick (bench/dashboard_bench.py)."""
+"""Django admin for batches and sync runs: read-only, for staff to look. The
+Batch changelist is also the benchmark's yardstick (bench/dashboard_bench.py).
+
+Batches, their destinations and history come from Inkit and sync runs from
+the sync: people never add, change or delete them, and a batch is never
+deleted (deleting one would also take its history). BatchEvent is not
+registered: the detail page's timeline shows it."""
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from .models import Batch, BatchDestination, SyncRun
 
 
-class BatchDestinationInline(admin.TabularInline):
+class ReadOnlyAdminMixin:
+    """No add, no change (the change view only shows), no delete, and so no
+    delete action on the changelist."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class BatchDestinationInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = BatchDestination
     extra = 0
-    can_delete = False
     fields = ("name", "count", "completed", "failed", "in_progress", "status")
-    readonly_fields = fields
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id", "name", "status", "total", "completed", "failed", "in_progress", "created_at"
     )
@@ -25,21 +43,12 @@ class BatchAdmin(admin.ModelAdmin):
     search_fields = ("id", "name")
     ordering = ("-created_at",)
     inlines = (BatchDestinationInline,)
-    # Rows come from Inkit: the sync writes them, people do not.
-    readonly_fields = tuple(field.name for field in Batch._meta.fields)
-
-    def has_add_permission(self, request) -> bool:
-        return False
 
 
 @admin.register(SyncRun)
-class SyncRunAdmin(admin.ModelAdmin):
+class SyncRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id", "started_at", "trigger", "outcome", "pages_fetched", "batches_seen", "error"
     )
     list_filter = ("outcome", "trigger")
     ordering = ("-started_at",)
-    readonly_fields = tuple(field.name for field in SyncRun._meta.fields)
-
-    def has_add_permission(self, request) -> bool:
-        return False
