@@ -221,8 +221,15 @@ class Faults:
     error_rate: probability of a random 500, 502 or 503 (seeded).
     latency_seconds: added to every request.
     bad_json_every: every Nth request answers 200 with a truncated body.
+    slow_every: every Nth request is slow (slow_seconds).
     add_when_serving: {page: n}: just before page `page` of the list is first
         served, n new batches are created (the entry is then removed).
+    add_every_listing: just before every page 2 of the list is served, this
+        many new batches are created: every client paging through the list
+        sees batches arrive while it reads.
+    remove_when_serving: {page: [ids]}: just before page `page` of the list
+        is first served, these batches are deleted (the entry is then
+        removed), shifting the later pages back.
     auto_advance_every: advance() once every N requests.
     """
 
@@ -233,7 +240,10 @@ class Faults:
     error_rate: float = 0.0
     latency_seconds: float = 0.0
     bad_json_every: int | None = None
+    slow_every: int | None = None
     add_when_serving: dict[int, int] = field(default_factory=dict)
+    add_every_listing: int = 0
+    remove_when_serving: dict[int, list[str]] = field(default_factory=dict)
     auto_advance_every: int | None = None
 
 
@@ -514,11 +524,14 @@ class InkitSimulator:
     def remove_batch(self, batch_id: str) -> None:
         """Delete a batch, as if someone deleted it in Inkit."""
         with self._lock:
-            batch = self._by_id.pop(batch_id)
-            self._unlist(batch)
-            if batch.behaviour in _EVOLVING:
-                self._evolving.remove(batch)
-            self._version += 1
+            self._remove(batch_id)
+
+    def _remove(self, batch_id: str) -> None:
+        batch = self._by_id.pop(batch_id)
+        self._unlist(batch)
+        if batch.behaviour in _EVOLVING:
+            self._evolving.remove(batch)
+        self._version += 1
 
     def behaviour_of(self, batch_id: str) -> str:
         """How a batch evolves: done, pending, progressing, failing, stuck or
@@ -833,9 +846,13 @@ class InkitSimulator:
         return 200, metadata, encoded
 
     def _add_before_serving(self, page: int) -> None:
-        count = self.faults.add_when_serving.pop(page, None)
+        count = self.faults.add_when_serving.pop(page, 0)
+        if page == 2:
+            count += self.faults.add_every_listing
         if count:
             self._create_new(count)
+        for batch_id in self.faults.remove_when_serving.pop(page, ()):
+            self._remove(batch_id)
 
     # -- requests --
 
@@ -882,6 +899,8 @@ class InkitSimulator:
             return "429"
         if faults.bad_json_every and number % faults.bad_json_every == 0:
             return "bad-json"
+        if faults.slow_every and number % faults.slow_every == 0:
+            return "slow"
         if faults.error_rate and self._fault_rng.random() < faults.error_rate:
             return self._fault_rng.choice(("500", "502", "503"))
         return None

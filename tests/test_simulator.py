@@ -27,7 +27,7 @@ from django.core.management import CommandError, call_command
 from batches.inkit import InkitClient
 from batches.simulator import REFERENCE_BATCHES, InkitSimulator, SimulatorServer
 
-TOKEN = "simulator-token"
+from .conftest import TOKEN, no_sleep
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 MANAGE_PY = Path(__file__).resolve().parents[1] / "manage.py"
 
@@ -70,10 +70,6 @@ VENDOR_EXAMPLE = json.loads(
 
 CREATED_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 BATCH_ID = re.compile(r"rb_[0-9A-Za-z]{19,22}")
-
-
-def no_sleep(seconds: float) -> None:
-    """Stand-in for time.sleep so the client's backoff does not slow tests."""
 
 
 @pytest.fixture
@@ -727,6 +723,40 @@ def test_it_adds_batches_just_before_serving_a_page(sim, server, session):
     assert all(sim.snapshot()[i]["status"] == "In Progress" for i in newest)
 
 
+def test_it_adds_batches_every_time_page_two_is_served(sim, server, session):
+    sim.faults.add_every_listing = 4
+    totals = [
+        get(session, server, page=number, page_size=10).json()["metadata"]["pagination"]["total_count"]
+        for number in (1, 2, 3, 1, 2)
+    ]
+    assert totals == [207, 211, 211, 211, 215]
+
+
+def test_it_deletes_batches_just_before_serving_a_page(sim, server, session):
+    first = get(session, server, page=1, page_size=10).json()
+    doomed = first["items"][0]["id"]
+    sim.faults.remove_when_serving = {2: [doomed]}
+
+    second = get(session, server, page=2, page_size=10).json()
+
+    # Page 2 shifted back by one: its old first batch is now page 1's last.
+    assert second["metadata"]["pagination"]["total_count"] == 206
+    assert doomed not in sim.snapshot()
+    assert ids(second["items"])[0] not in ids(first["items"])
+    assert get(session, server, page=1, page_size=10).json()["items"][-1]["id"] not in ids(first["items"])
+    assert sim.faults.remove_when_serving == {}
+
+
+def test_every_nth_request_can_be_slow(sim, server, session):
+    sim.faults.slow_every = 2
+    sim.faults.slow_seconds = 0.3
+    get(session, server)
+    started = time.monotonic()
+    get(session, server)
+    assert time.monotonic() - started >= 0.3
+    assert [record.fault for record in sim.requests] == [None, "slow"]
+
+
 def test_it_advances_every_nth_request(sim, server, session):
     before = sim.snapshot()
     sim.faults.auto_advance_every = 2
@@ -967,6 +997,36 @@ def test_the_client_sees_the_capped_page_size():
 def test_the_command_refuses_bad_options():
     with pytest.raises(CommandError, match="--error-rate"):
         call_command("inkit_simulator", "--error-rate", "2")
+    with pytest.raises(CommandError, match="--slow-every"):
+        call_command("inkit_simulator", "--slow-every", "0")
+
+
+def test_the_commands_switches_inject_faults():
+    process = subprocess.Popen(
+        [sys.executable, str(MANAGE_PY), "inkit_simulator", "--port", "0", "--batches", "20",
+         "--advance-every", "0", "--rate-limit-every", "2", "--retry-after", "3",
+         "--add-mid-listing", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        assert ready, "the command printed nothing in 30 seconds"
+        url = re.search(r"http://\S+/v1", process.stdout.readline())[0]
+        with requests.Session() as http:
+            http.headers["X-Inkit-API-Token"] = TOKEN
+            first = http.get(f"{url}/batch", params={"page": 1, "page_size": 10}, timeout=10)
+            limited = http.get(f"{url}/batch", params={"page": 2, "page_size": 10}, timeout=10)
+            second = http.get(f"{url}/batch", params={"page": 2, "page_size": 10}, timeout=10)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+    assert first.json()["metadata"]["pagination"]["total_count"] == 27
+    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "3")
+    assert second.json()["metadata"]["pagination"]["total_count"] == 32
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

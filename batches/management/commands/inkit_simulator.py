@@ -62,6 +62,31 @@ class Command(BaseCommand):
             help="Every Nth answer has a truncated JSON body.",
         )
         parser.add_argument(
+            "--retry-after",
+            default="1",
+            metavar="SECONDS",
+            help="The Retry-After header sent with a 429 (seconds or an HTTP date; "
+            "'none' sends none).",
+        )
+        parser.add_argument(
+            "--slow-every", type=int, default=None, metavar="N", help="Every Nth answer is slow."
+        )
+        parser.add_argument(
+            "--slow-seconds",
+            type=float,
+            default=25.0,
+            metavar="SECONDS",
+            help="How long a slow answer takes (default 25: past the client's read timeout).",
+        )
+        parser.add_argument(
+            "--add-mid-listing",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Create N new batches whenever page 2 of the list is served, so every "
+            "sync sees batches arrive while it pages.",
+        )
+        parser.add_argument(
             "--now",
             type=datetime.fromisoformat,
             default=None,
@@ -86,6 +111,10 @@ class Command(BaseCommand):
         faults.error_rate = options["error_rate"]
         faults.rate_limit_every = options["rate_limit_every"]
         faults.bad_json_every = options["bad_json_every"]
+        faults.retry_after = None if options["retry_after"].lower() == "none" else options["retry_after"]
+        faults.slow_every = options["slow_every"]
+        faults.slow_seconds = options["slow_seconds"]
+        faults.add_every_listing = options["add_mid_listing"]
 
         try:
             server = simulator.serve(options["host"], options["port"], verbose=options["verbose"])
@@ -140,7 +169,9 @@ class Command(BaseCommand):
             raise CommandError("--latency must be 0 or more")
         if not 0 <= options["error_rate"] <= 1:
             raise CommandError("--error-rate must be between 0 and 1")
-        for name in ("rate_limit_every", "bad_json_every"):
+        if options["slow_seconds"] < 0 or options["add_mid_listing"] < 0:
+            raise CommandError("--slow-seconds and --add-mid-listing must be 0 or more")
+        for name in ("rate_limit_every", "bad_json_every", "slow_every"):
             value = options[name]
             if value is not None and value < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
