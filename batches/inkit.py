@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -336,7 +337,7 @@ class InkitClient:
     """Talks to Inkit's List Batches API over one requests.Session.
 
     Retries 429, 500, 502, 503, 504, timeouts, connection errors and bodies
-    that are not JSON with exponential backoff and full jitter, honouring
+    that are not JSON with exponential backoff and jitter, honouring
     Retry-After, bounded by max_retries and max_retry_seconds. A 429 seen by
     any thread holds back every thread sharing the client, so concurrent
     page fetches do not defeat the rate limit.
@@ -416,6 +417,24 @@ class InkitClient:
         body = self._get_json("/batch", params, what=f"page {page}")
         return parse_page(body, requested_page=page)
 
+    def get_batch(self, batch_id: str) -> BatchData | None:
+        """One batch by id (GET /v1/batch/{id}); None when Inkit answers 404."""
+        what = f"batch {batch_id}"
+        try:
+            body = self._get_json(f"/batch/{quote(batch_id, safe='')}", {}, what=what)
+        except InkitRequestError as error:
+            if error.status == 404:
+                return None
+            raise
+        # The reference shows only the list; accept the item bare or wrapped
+        # in one object, as APIs commonly answer a single resource.
+        if isinstance(body, dict) and "id" not in body and len(body) == 1:
+            body = next(iter(body.values()))
+        try:
+            return parse_batch(body)
+        except ValueError as error:
+            raise InkitDataError(f"{what}: {error}") from None
+
     def iter_pages(self, **params: Any) -> Iterator[Page]:
         """Every page of List Batches in turn, following the pagination the
         server reports on each page (it may cap page_size or grow page_count)."""
@@ -461,6 +480,9 @@ class InkitClient:
         except requests.ConnectionError:
             self.stats.record("connection", retry=retry)
             raise _Retry("could not connect to Inkit") from None
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+            self.stats.record("connection", retry=retry)
+            raise _Retry("the connection broke off in the middle of Inkit's answer") from None
         status = response.status_code
         if status in RETRYABLE_STATUSES:
             self.stats.record(str(status), retry=retry)

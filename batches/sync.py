@@ -9,8 +9,11 @@ batches can only join the end of it. Pages already read never shift, nothing
 is skipped or read twice, and the sync follows the page count as it grows.
 Each page is checked to be in that order and the pages to follow one
 another; with the count of distinct batches seen equal to the total_count
-the last page reports, the listing is complete, and only then are batches
-the database has but the listing lacks marked gone.
+the last page reports, the listing is complete. Only then are batches the
+database has but the listing lacks candidates for "gone", and each is
+confirmed with Inkit (GET /v1/batch/{id}) before it is marked: a batch
+deleted on an earlier page mid-sync shifts the next one onto a page already
+read without upsetting the counts, and that one must not be marked gone.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
+from functools import partial
 from itertools import islice
 from queue import Queue
 
@@ -43,6 +47,9 @@ SORT = "created_at"  # oldest first: see the module docstring.
 PROGRESS_EVERY_SECONDS = 1.0
 HEARTBEAT_EVERY_SECONDS = 10.0
 GONE_CHUNK = 1000
+# Unlisted batches confirmed gone one by one (GET /v1/batch/{id}) per sync;
+# a mass disappearance is worked through over several syncs.
+GONE_CONFIRMATIONS = 100
 MAX_REPORTED_REJECTS = 5
 
 DESTINATION_FIELDS = ["count", "completed", "failed", "in_progress", "status"]
@@ -65,6 +72,7 @@ class SyncStopped(SyncError):
 # within a platform's shutdown grace period. The next sync carries on.
 shutdown_requested = threading.Event()
 STOPPED = "stopped because the worker is shutting down; the next sync carries on"
+TIME_LIMIT = "stopped at its time limit (SYNC_TIME_LIMIT_SECONDS); the next sync carries on"
 
 
 @dataclass
@@ -346,18 +354,23 @@ def _change_event(old: dict, new: _BatchRow, destinations: dict, now: datetime) 
     )
 
 
-def mark_gone(seen: array, now: datetime) -> int:
-    """Mark every present batch whose id hash is not in `seen` (sorted) as
-    gone. Only called after a complete, consistent listing."""
+def unlisted(seen: array) -> list[str]:
+    """Present batches whose id hash is not in `seen` (sorted): the ones a
+    complete listing did not include."""
     missing: list[str] = []
     for batch_id in Batch.objects.present().values_list("id", flat=True).iterator(chunk_size=5000):
         key = hash(batch_id)
         position = bisect_left(seen, key)
         if position == len(seen) or seen[position] != key:
             missing.append(batch_id)
+    return missing
+
+
+def mark_gone(batch_ids: list[str], now: datetime) -> int:
+    """Mark these batches gone, each with a history entry; return how many."""
     marked = 0
-    for start in range(0, len(missing), GONE_CHUNK):
-        chunk = missing[start : start + GONE_CHUNK]
+    for start in range(0, len(batch_ids), GONE_CHUNK):
+        chunk = batch_ids[start : start + GONE_CHUNK]
         with transaction.atomic():
             rows = list(
                 Batch.objects.present()
@@ -518,6 +531,7 @@ class _Sync:
         concurrency: int,
         writers: int,
         page_size: int,
+        deadline: float,
         progress: Callable[[SyncRun], None] | None,
     ):
         self.run = run
@@ -525,6 +539,7 @@ class _Sync:
         self.concurrency = concurrency
         self.writers = writers
         self.page_size = page_size
+        self.deadline = deadline
         self.progress = progress
         self.listing = _Listing()
         self.wrote = False
@@ -581,9 +596,8 @@ class _Sync:
         else:
             writers.put(items)
 
-    def write(self, items: list[BatchData]) -> None:
-        if shutdown_requested.is_set():
-            raise SyncStopped(STOPPED)
+    def write(self, items: list[BatchData], *, page: bool = True) -> None:
+        check_going(self.deadline)
         try:
             result = upsert_batches(items, timezone.now())
         except IntegrityError:
@@ -593,7 +607,7 @@ class _Sync:
             result = upsert_batches(items, timezone.now())
         with self._lock:
             run = self.run
-            run.pages_fetched += 1
+            run.pages_fetched += page
             run.page_count = max(run.page_count or 0, self.listing.page_count)
             run.batches_seen += len(items)
             run.batches_created += result.created
@@ -639,15 +653,48 @@ class _Sync:
             )
         problems = listing.check()
         if problems:
-            self.run.note = (
+            self.add_note(
                 "The listing changed while it was read ("
                 + "; ".join(problems)
                 + "), so no batch was marked gone this time; the next sync will catch up."
             )
             return
         self.run.complete = True
-        self.run.batches_gone = mark_gone(listing.seen, timezone.now())
+        missing = unlisted(listing.seen)
+        gone = self.confirm_gone(missing[:GONE_CONFIRMATIONS])
+        self.run.batches_gone = mark_gone(gone, timezone.now())
+        if len(missing) > GONE_CONFIRMATIONS:
+            self.add_note(
+                f"{len(missing) - GONE_CONFIRMATIONS} more unlisted batches are left for the "
+                f"next syncs to confirm gone ({GONE_CONFIRMATIONS} a sync)."
+            )
         self.wrote = self.wrote or self.run.batches_gone > 0
+
+    def confirm_gone(self, candidates: list[str]) -> list[str]:
+        """Ask Inkit for each batch a complete listing lacked; return those it
+        no longer has (404). A listing can look complete yet have skipped a
+        batch: one deleted on an earlier page while the sync paged shifts the
+        next one back onto a page already read, and the counts still agree.
+        Such a batch answers, and is written instead of marked gone."""
+        if not candidates:
+            return []
+        try:
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="inkit-batch") as pool:
+                answers = list(pool.map(self.client.get_batch, candidates))
+        except InkitError as error:
+            self.add_note(f"No batch was marked gone: confirming with Inkit failed ({error}).")
+            return []
+        found = [batch for batch in answers if batch is not None]
+        if found:
+            self.write(found, page=False)
+            self.add_note(
+                f"{len(found)} batches missing from the listing were still in Inkit (the "
+                "listing shifted while it was read) and were written, not marked gone."
+            )
+        return [batch_id for batch_id, batch in zip(candidates, answers) if batch is None]
+
+    def add_note(self, text: str) -> None:
+        self.run.note = f"{self.run.note} {text}".strip()
 
 
 def _copy_stats(run: SyncRun, client: InkitClient) -> None:
@@ -660,8 +707,9 @@ def _copy_stats(run: SyncRun, client: InkitClient) -> None:
 # The entry point -----------------------------------------------------------------
 
 
-def build_client() -> InkitClient:
-    """An InkitClient configured from settings."""
+def build_client(deadline: float) -> InkitClient:
+    """An InkitClient configured from settings, whose waits between retries
+    end with the sync (see wait_unless_stopping)."""
     if not settings.INKIT_API_TOKEN:
         raise SyncError("INKIT_API_TOKEN is not set, so there is nothing to sync from")
     return InkitClient(
@@ -671,23 +719,33 @@ def build_client() -> InkitClient:
         read_timeout=settings.INKIT_TIMEOUT_SECONDS,
         max_retries=settings.INKIT_MAX_RETRIES,
         pool_size=settings.SYNC_CONCURRENCY,
-        sleep=sleep_unless_stopping,
+        sleep=partial(wait_unless_stopping, deadline),
     )
 
 
-def sleep_unless_stopping(seconds: float) -> None:
-    """The client's wait between retries, cut short when the worker shuts
-    down: a backoff must not outlast the platform's grace period."""
+def wait_unless_stopping(deadline: float, seconds: float) -> None:
+    """The client's wait between retries: cut short when the worker shuts
+    down (a backoff must not outlast the platform's grace period), and
+    refused when it would end past the sync's time limit."""
+    if time.monotonic() + seconds > deadline:
+        raise SyncStopped(TIME_LIMIT)
     if shutdown_requested.wait(seconds):
         raise SyncStopped(STOPPED)
+
+
+def check_going(deadline: float) -> None:
+    """Raise if the sync must stop: the worker is shutting down, or the sync
+    ran past SYNC_TIME_LIMIT_SECONDS."""
+    if shutdown_requested.is_set():
+        raise SyncStopped(STOPPED)
+    if time.monotonic() > deadline:
+        raise SyncStopped(TIME_LIMIT)
 
 
 def describe(error: BaseException) -> str:
     """One line for an operator, never a secret (errors carry no token)."""
     if isinstance(error, (InkitError, SyncError)):
         return str(error)
-    if type(error).__name__ == "SoftTimeLimitExceeded":
-        return "stopped at the task's time limit; the next sync carries on"
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
     return f"unexpected error: {type(error).__name__}: {error}"
@@ -723,16 +781,20 @@ def sync_all(
             error="The worker stopped without finishing (its lock expired).",
         )
 
+    # Celery's threads pool cannot stop a task at its time limit, so the sync
+    # keeps its own: checked between pages and before every retry wait.
+    deadline = time.monotonic() + settings.SYNC_TIME_LIMIT_SECONDS
     owns_client = client is None
     sync: _Sync | None = None
     try:
-        client = client or build_client()
+        client = client or build_client(deadline)
         sync = _Sync(
             run,
             client,
             concurrency=concurrency or settings.SYNC_CONCURRENCY,
             writers=_writers(writers),
             page_size=settings.INKIT_PAGE_SIZE,
+            deadline=deadline,
             progress=progress,
         )
         sync.sync()

@@ -259,33 +259,34 @@ def test_it_stops_after_max_retries(httpserver, client):
     assert "page 2" in str(raised.value)
 
 
-def test_a_rate_limit_holds_back_every_thread(httpserver):
-    """A 429 seen by one thread pauses the others until Retry-After passes."""
-    arrivals: list[float] = []
-    lock = threading.Lock()
-    first = threading.Event()
+def test_a_rate_limit_holds_back_every_thread(threaded_httpserver):
+    """A 429 seen by one thread pauses another thread's next request until
+    Retry-After has passed."""
+    arrivals: dict[str, list[float]] = {"1": [], "2": []}
+    limited = threading.Event()
 
     def handler(request: Request) -> Response:
-        with lock:
-            arrivals.append(time.monotonic())
-            limited = not first.is_set()
-            first.set()
-        if limited:
+        arrivals[request.args["page"]].append(time.monotonic())
+        if request.args["page"] == "1" and not limited.is_set():
+            limited.set()
             return Response("", status=429, headers={"Retry-After": "1"})
         return Response(json.dumps(page_body([])), content_type="application/json")
 
-    httpserver.expect_request("/v1/batch").respond_with_handler(handler)
-    client = InkitClient(httpserver.url_for("/v1"), "t", max_retries=3)
-    client.list_batches(page=1)  # Gets the 429, waits a second, succeeds.
-    limited_at = arrivals[0]
-    # The hold is shared: another thread starting now waits out the rest of it too.
-    client._hold(1.0)
-    worker = threading.Thread(target=client.list_batches, kwargs={"page": 2})
-    held_from = time.monotonic()
-    worker.start()
-    worker.join(10)
-    assert arrivals[1] - limited_at >= 0.95
-    assert arrivals[2] - held_from >= 0.95
+    threaded_httpserver.expect_request("/v1/batch").respond_with_handler(handler)
+    client = InkitClient(threaded_httpserver.url_for("/v1"), "t", max_retries=3)
+    first = threading.Thread(target=client.list_batches, kwargs={"page": 1})
+    first.start()
+    assert limited.wait(10)
+    deadline = time.monotonic() + 10
+    while client.stats.responses["429"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)  # Until the first thread has read its 429...
+    time.sleep(0.1)  # ...and set the hold that follows at once.
+    client.list_batches(page=2)  # Another thread's request, while the first waits.
+    first.join(10)
+
+    limited_at = arrivals["1"][0]
+    assert arrivals["2"][0] - limited_at >= 0.95
+    assert arrivals["1"][1] - limited_at >= 0.95
 
 
 @pytest.fixture
@@ -447,3 +448,54 @@ def test_a_page_without_items_or_metadata_is_refused(httpserver, client, body, r
         client.list_batches(page=3)
     assert str(raised.value).startswith("page 3: ")
     assert reason in str(raised.value)
+
+
+# One batch ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_it_gets_one_batch_by_id(httpserver, client, wrapped):
+    body = item("rb_One2")
+    httpserver.expect_request("/v1/batch/rb_One2").respond_with_json({"batch": body} if wrapped else body)
+    batch = client.get_batch("rb_One2")
+    assert (batch.id, batch.status, batch.raw) == ("rb_One2", "In Progress", body)
+
+
+def test_a_batch_inkit_does_not_know_is_none(httpserver, client):
+    httpserver.expect_request("/v1/batch/rb_gone").respond_with_json({"error": "Batch not found"}, status=404)
+    assert client.get_batch("rb_gone") is None
+
+
+def test_a_malformed_batch_is_a_data_error_naming_it(httpserver, client):
+    httpserver.expect_request("/v1/batch/rb_bad").respond_with_json(item("rb_bad", total="many"))
+    with pytest.raises(InkitDataError, match="batch rb_bad: total is 'many'"):
+        client.get_batch("rb_bad")
+
+
+def test_it_retries_a_connection_that_breaks_off_mid_answer(sleeps):
+    """The server promises a chunked body and hangs up halfway through it."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"10\r\n{\"items\": [], \"me",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        + f"Content-Length: {len(json.dumps(page_body([])))}\r\n\r\n".encode()
+        + json.dumps(page_body([])).encode(),
+    ]
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        for answer in answers:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = InkitClient(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", "t", sleep=sleeps)
+    try:
+        page = client.list_batches()
+    finally:
+        listener.close()
+    assert page.items == []
+    assert client.stats.responses["connection"] == 1 and client.stats.retries == 1

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 from django.test.utils import CaptureQueriesContext
@@ -15,7 +16,8 @@ from django.utils import timezone
 
 from batches.inkit import InkitClient
 from batches.models import Batch, BatchEvent, SyncLock, SyncRun
-from batches.sync import STOPPED, _Sync, shutdown_requested, sync_all
+from batches import sync as sync_module
+from batches.sync import STOPPED, TIME_LIMIT, _Sync, shutdown_requested, sync_all
 
 from .conftest import TOKEN, no_sleep
 
@@ -366,7 +368,7 @@ def test_a_retry_backoff_is_cut_short_when_the_worker_shuts_down(simulator):
     simulator.faults.queue.extend(["503"] * 3)
     shutdown_requested.set()  # As the worker_shutting_down signal does.
     try:
-        run = sync_all()  # The client from settings waits through sleep_unless_stopping.
+        run = sync_all()  # The client from settings waits through wait_unless_stopping.
     finally:
         shutdown_requested.clear()
     assert run.outcome == SyncRun.Outcome.FAILED
@@ -411,38 +413,58 @@ def test_parallel_writers_stop_at_the_first_failure_and_keep_what_they_wrote(sim
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite takes one writer at a time")
 @parallel
-def test_a_page_racing_another_writer_for_a_new_batch_is_written_again(simulator, inkit):
+def test_a_page_racing_another_writer_for_a_new_batch_is_written_again(simulator, inkit, monkeypatch):
     """Two writers both see a batch as new (the listing put it on two pages):
-    the second one's COPY fails on the first one's row, and the page is
-    written again as an update."""
+    the second one's COPY waits on the first one's uncommitted row, fails
+    when it commits, and the page is written again as an update."""
     item = oldest_first(simulator)[0]
     page = inkit.list_batches(page=1, page_size=25, sort="created_at")
     inserted = threading.Event()
     release = threading.Event()
+    attempts = []
+    upsert = sync_module.upsert_batches
+
+    def counted_upsert(items, now):
+        attempts.append(len(items))
+        return upsert(items, now)
+
+    monkeypatch.setattr(sync_module, "upsert_batches", counted_upsert)
 
     def other_writer() -> None:
-        from django.db import transaction as tx
-
-        with tx.atomic():
+        with transaction.atomic():
             Batch.objects.create(
                 id=item["id"], status="In Progress", total=1, created_at=timezone.now(),
                 first_seen_at=timezone.now(), last_changed_at=timezone.now(),
                 last_progress_at=timezone.now(), raw={},
             )
             inserted.set()
-            release.wait(10)  # Commit only once this page's COPY is waiting on the row.
+            release.wait(30)  # Commit only once the page's COPY waits on the row.
         connection.close()
 
-    thread = threading.Thread(target=other_writer)
-    thread.start()
-    inserted.wait(10)
-    threading.Timer(0.5, release.set).start()
+    def waiting_on_a_lock() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+            return cursor.fetchone()[0] > 0
+
     run = SyncRun.objects.create()
-    sync = _Sync(run, inkit, concurrency=1, writers=1, page_size=25, progress=None)
-    sync.write(page.items)
-    thread.join(10)
-    assert run.batches_created + run.batches_updated == 25
-    assert run.batches_updated == 1
+    sync = _Sync(run, inkit, concurrency=1, writers=1, page_size=25, deadline=time.monotonic() + 60, progress=None)
+    other = threading.Thread(target=other_writer)
+    other.start()
+    assert inserted.wait(30)
+    writer = threading.Thread(target=lambda: (sync.write(page.items), connection.close()))
+    writer.start()
+    deadline = time.monotonic() + 30
+    while not waiting_on_a_lock() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    release.set()
+    writer.join(30)
+    other.join(30)
+
+    assert attempts == [25, 25]  # The COPY failed once; the page went again.
+    assert (run.batches_created, run.batches_updated) == (24, 1)
     stored = Batch.objects.get(pk=item["id"])
     assert stored.raw == item and stored.status == item["status"]
 
@@ -491,3 +513,68 @@ def test_a_last_page_that_fills_up_mid_sync_is_read_again(settings):
     assert run.complete, run.note
     assert sorted(Batch.objects.values_list("id", flat=True)) == [b["id"] for b in batches]
     assert run.batches_seen == run.batches_created == 80
+
+
+def test_a_batch_skipped_by_a_deletion_mid_sync_is_not_marked_gone(simulator, inkit):
+    """A batch deleted on page 1 while the sync reads page 2 shifts page 2's
+    first batch back onto page 1, already read: the listing looks complete
+    (one fewer batch, one fewer reported), yet that batch was never seen.
+    Inkit is asked about each unlisted batch before it is marked gone."""
+    sync_all(client=inkit)
+    listing = oldest_first(simulator)
+    deleted, shifted = listing[0]["id"], listing[25]["id"]
+    simulator.faults.remove_when_serving = {2: [deleted]}
+
+    run = sync_all(client=inkit, concurrency=1)
+
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    assert run.complete
+    assert run.batches_gone == 0
+    assert Batch.objects.get(pk=shifted).gone_at is None
+    assert "still in Inkit" in run.note
+    asked = [r.path for r in simulator.requests if r.path.startswith("/v1/batch/")]
+    assert asked == [f"/v1/batch/{shifted}"]
+    # The deleted batch was read on page 1 before it went: the next sync,
+    # which no longer finds it, confirms and marks it.
+    following = sync_all(client=inkit)
+    assert following.batches_gone == 1
+    assert Batch.objects.get(pk=deleted).gone_at is not None
+    assert_database_matches(simulator)
+
+
+def test_nothing_is_marked_gone_when_inkit_cannot_confirm_it(simulator, settings):
+    client = InkitClient(settings.INKIT_API_BASE_URL, TOKEN, sleep=no_sleep, max_retries=0)
+    sync_all(client=client)
+    removed = simulator.items()[3]["id"]
+    simulator.remove_batch(removed)
+    pages = -(-len(simulator.items()) // 25)
+    simulator.faults.queue.extend(["200"] * pages + ["503"])  # The confirmation fails.
+
+    run = sync_all(client=client, concurrency=1)
+
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    assert run.batches_gone == 0
+    assert Batch.objects.get(pk=removed).gone_at is None
+    assert "confirming with Inkit failed" in run.note
+
+
+def test_a_sync_stops_itself_at_its_time_limit(simulator, settings):
+    """Celery's threads pool cannot stop a task, so the sync keeps its own
+    time limit, between pages..."""
+    settings.SYNC_TIME_LIMIT_SECONDS = 0
+    run = sync_all()
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert run.error == TIME_LIMIT
+    assert Batch.objects.count() == 0
+    assert SyncLock.current_holder() is None
+
+
+def test_a_retry_wait_past_the_time_limit_is_not_waited(simulator, settings):
+    """...and before a retry wait that would end past it."""
+    settings.SYNC_TIME_LIMIT_SECONDS = 30
+    simulator.faults.retry_after = "60"
+    simulator.faults.queue.append("429")
+    run = sync_all()
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert run.error == TIME_LIMIT
+    assert run.api_requests == 1
