@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 from celery import Celery
+from celery.signals import beat_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 
@@ -27,3 +28,11 @@ def _on_configure(sender: Celery, **kwargs: object) -> None:
     _make_broker_folders()
     # Beat writes its schedule file there, and a fresh dyno has no var/.
     Path(sender.conf.beat_schedule_filename).parent.mkdir(parents=True, exist_ok=True)
+
+
+@beat_init.connect
+def _sync_as_beat_starts(sender: object, **kwargs: object) -> None:
+    """Beat's first tick comes one interval after it starts: send the first
+    sync at once, so a fresh deploy (or `scripts/run`) shows batches straight
+    away. A sync already running makes this one a harmless skip."""
+    app.send_task("batches.tasks.sync_batches")

@@ -15,6 +15,8 @@ from django.test import override_settings
 from batches.inkit import InkitClient
 from batches.simulator import InkitSimulator
 
+from .processes import Process, base_env, database_url_for_tests, procfile, stop_all
+
 TOKEN = "simulator-token"
 
 
@@ -92,3 +94,25 @@ def ops_user(django_user_model, fast_passwords):
 def staff_user(django_user_model, fast_passwords):
     """Staff (password lead-password-1): may also press Sync now."""
     return django_user_model.objects.create_user("lead", password="lead-password-1", is_staff=True)
+
+
+@pytest.fixture
+def worker(simulator) -> Iterator[Process]:
+    """The Procfile's Celery worker in its own process, on this run's broker
+    (emptied first: a task left over from an earlier run would muddle the
+    test) and test database, syncing from the simulator."""
+    from dashboard.celery import app
+
+    app.control.purge()
+    env = base_env(
+        DATABASE_URL=database_url_for_tests(),
+        INKIT_API_BASE_URL=django_settings.INKIT_API_BASE_URL,
+        INKIT_API_TOKEN=TOKEN,
+        INKIT_PAGE_SIZE=str(django_settings.INKIT_PAGE_SIZE),
+    )
+    process = Process("worker", procfile()["worker"], env)
+    try:
+        process.wait_for_line(r"ready\.")
+        yield process
+    finally:
+        stop_all([process])

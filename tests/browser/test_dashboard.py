@@ -14,7 +14,6 @@ from django.utils import timezone
 
 from batches.models import Batch, BatchDestination, SyncRun
 from tests.factories import finished_sync, make_batch
-from tests.test_tasks import worker  # noqa: F401  (a fixture: a real Celery worker)
 
 from .conftest import sign_in
 
@@ -174,7 +173,7 @@ def slow_inkit(simulator, monkeypatch):
     return simulator
 
 
-def test_sync_now_runs_on_a_real_worker_and_the_header_follows_it(new_page, staff_user, slow_inkit, worker):  # noqa: F811
+def test_sync_now_runs_on_a_real_worker_and_the_header_follows_it(new_page, staff_user, slow_inkit, worker):
     page = new_page()
     sign_in(page, "lead", "lead-password-1")
     header = page.locator("#sync-status")
