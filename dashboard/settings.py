@@ -101,7 +101,7 @@ def _database(url: str) -> dict:
             config.setdefault("OPTIONS", {})["sslmode"] = "require"
         # libpq waits for ever on an unreachable host; the health check and
         # a worker's start-up should fail instead.
-        config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
+        config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
     else:
         raise SettingError("DATABASE_URL must be a postgres:// or sqlite:// URL")
     return config
@@ -142,7 +142,7 @@ try:
     CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
     for _origin in CSRF_TRUSTED_ORIGINS:
         if urlsplit(_origin).scheme not in {"http", "https"}:
-            raise SettingError(f"CSRF_TRUSTED_ORIGINS entries must start with https://, got {_origin!r}")
+            raise SettingError(f"CSRF_TRUSTED_ORIGINS entries must be http:// or https:// origins, got {_origin!r}")
 
     DATABASE_URL = envstr("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'batchwatch.sqlite3'}"
     DATABASES = {"default": _database(DATABASE_URL)}
@@ -171,6 +171,8 @@ try:
     SYNC_CONCURRENCY = envint("SYNC_CONCURRENCY", 4, minimum=1, maximum=32)
     # Threads writing pages on PostgreSQL, each with its own connection.
     SYNC_WRITERS = envint("SYNC_WRITERS", 2, minimum=1, maximum=8)
+    # The longest one sync may take; it stops between pages past this.
+    SYNC_TIME_LIMIT_SECONDS = envint("SYNC_TIME_LIMIT_SECONDS", 900, minimum=60)
     # How long a sync's lock outlives its last heartbeat: the longest a killed
     # worker can keep other syncs out.
     SYNC_LOCK_SECONDS = envint("SYNC_LOCK_SECONDS", 300, minimum=30)
@@ -324,9 +326,9 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_USE_SSL = _redis_ssl(REDIS_URL)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Longer than the sync's hard time limit, so a task acked late is not
-        # handed to a second worker while the first is still on it.
-        "visibility_timeout": 3600,
+        # Well past the sync's time limit, so a task acked late is not handed
+        # to a second worker while the first is still on it.
+        "visibility_timeout": max(3600, SYNC_TIME_LIMIT_SECONDS + 300),
     }
 else:
     # Embedded default: kombu's filesystem transport needs no server and
@@ -345,8 +347,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_SOFT_TIME_LIMIT = 15 * 60
-CELERY_TASK_TIME_LIMIT = 16 * 60
+# Celery's own limits, a margin past the sync's: the Procfile's threads pool
+# cannot enforce them (only prefork can kill a task), so the sync stops
+# itself at SYNC_TIME_LIMIT_SECONDS; these catch anything else on prefork.
+CELERY_TASK_SOFT_TIME_LIMIT = SYNC_TIME_LIMIT_SECONDS + 60
+CELERY_TASK_TIME_LIMIT = SYNC_TIME_LIMIT_SECONDS + 120
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CONCURRENCY = WORKER_CONCURRENCY
 CELERY_TASK_ACKS_LATE = False  # turned on per task, for the idempotent ones
@@ -377,7 +382,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "line": {
+            "()": "dashboard.logs.OneLineFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
     },
     "handlers": {
         "stdout": {"class": "logging.StreamHandler", "stream": sys.stdout, "formatter": "line"},

@@ -12,6 +12,7 @@ import shutil
 import signal
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,7 +188,7 @@ def test_a_platform_database_gets_ssl_persistent_connections_and_health_checks(m
     monkeypatch.delenv("DATABASE_SSL_REQUIRE", raising=False)
     config = _database("postgres://u:p@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d1")
     assert config["OPTIONS"]["sslmode"] == "require"
-    assert config["OPTIONS"]["connect_timeout"] == 10
+    assert config["OPTIONS"]["connect_timeout"] == 3
     assert config["CONN_MAX_AGE"] == 600
     assert config["CONN_HEALTH_CHECKS"] is True
 
@@ -391,3 +392,18 @@ def test_a_sync_logs_one_line_and_never_a_secret(settings, caplog, capfd):
     for secret in secrets_:
         assert secret not in logged
     assert token not in second.error and wrong not in second.error
+
+
+def test_an_error_with_its_traceback_is_logged_on_one_line(settings):
+    """Platforms split stdout into events by line: a traceback must not be
+    scattered over twenty events."""
+    from dashboard.logs import OneLineFormatter
+
+    formatter = OneLineFormatter(settings.LOGGING["formatters"]["line"]["format"])
+    try:
+        raise ValueError("bad page\nwith a second line")
+    except ValueError:
+        record = logging.LogRecord("batches.sync", logging.ERROR, __file__, 1, "sync #%s failed", (7,), sys.exc_info())
+    line = formatter.format(record)
+    assert "\n" not in line
+    assert "sync #7 failed" in line and "Traceback" in line and "ValueError: bad page | with a second line" in line
