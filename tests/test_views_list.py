@@ -307,6 +307,15 @@ def test_an_empty_result_says_so(ops_client, batches):
     response = ops_client.get("/?q=nothing-matches-this")
     assert shown_ids(response) == []
     assert "No batches match" in text(response)
+    # Its one cell spans exactly the table's columns.
+    html = response.content.decode()
+    headings = re.findall(r'<th scope="col"', re.search(r"<thead>.*?</thead>", html, re.DOTALL).group(0))
+    assert len(headings) == 10
+    assert f'<td colspan="{len(headings)}" class="empty">' in html
+    # As many as a batch's row has.
+    body = re.search(r"<tbody>.*?</tbody>", ops_client.get("/").content.decode(), re.DOTALL).group(0)
+    rows = re.findall(r"<tr[ >].*?</tr>", body, re.DOTALL)
+    assert len(rows) == 5 and all(row.count("<td") == len(headings) for row in rows)
 
 
 # Bad input -------------------------------------------------------------------
