@@ -161,6 +161,7 @@ def test_a_history_restore_gets_the_whole_page(ops_client, batches):
         ("q=tuck", []),  # ...not in the middle.
         ("q=rb%25", []),  # % and _ are text, not wildcards.
         ("q=state", ["rb_unknown"]),
+        ("q=voices+MAR", ["rb_fresh"]),  # Names match anywhere, across words, any case.
         ("failed=1", ["rb_unknown", "rb_failing"]),
         ("failed=1&destination=salesforce", ["rb_failing"]),
         ("failed=1&destination=sepire", []),
