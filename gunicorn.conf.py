@@ -6,6 +6,8 @@ WEB_CONCURRENCY worker processes (Heroku sets it from the dyno's size).
 
 import os
 
+from dashboard.logs import LINE_FORMATTER
+
 bind = [f"0.0.0.0:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads, so that one slow request (a health check waiting out an
@@ -49,10 +51,7 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "line": {
-            "()": "dashboard.logs.OneLineFormatter",
-            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
-        },
+        "line": LINE_FORMATTER,
     },
     "handlers": {
         "stdout": {

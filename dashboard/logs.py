@@ -10,3 +10,10 @@ class OneLineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return super().format(record).replace("\n", " | ")
+
+
+# The formatter's configuration, shared by Django's LOGGING and gunicorn's.
+LINE_FORMATTER = {
+    "()": "dashboard.logs.OneLineFormatter",
+    "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+}

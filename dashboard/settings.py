@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 
+from dashboard.logs import LINE_FORMATTER
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Git-ignored folder for local state: the SQLite database, the embedded
 # broker's message folders and the beat schedule.
@@ -382,10 +384,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "line": {
-            "()": "dashboard.logs.OneLineFormatter",
-            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
-        },
+        "line": LINE_FORMATTER,
     },
     "handlers": {
         "stdout": {"class": "logging.StreamHandler", "stream": sys.stdout, "formatter": "line"},

@@ -394,12 +394,12 @@ def test_a_sync_logs_one_line_and_never_a_secret(settings, caplog, capfd):
     assert token not in second.error and wrong not in second.error
 
 
-def test_an_error_with_its_traceback_is_logged_on_one_line(settings):
+def test_an_error_with_its_traceback_is_logged_on_one_line():
     """Platforms split stdout into events by line: a traceback must not be
     scattered over twenty events."""
-    from dashboard.logs import OneLineFormatter
+    from dashboard.logs import LINE_FORMATTER, OneLineFormatter
 
-    formatter = OneLineFormatter(settings.LOGGING["formatters"]["line"]["format"])
+    formatter = OneLineFormatter(LINE_FORMATTER["format"])
     try:
         raise ValueError("bad page\nwith a second line")
     except ValueError:

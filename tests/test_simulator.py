@@ -1001,20 +1001,29 @@ def test_the_command_refuses_bad_options():
         call_command("inkit_simulator", "--slow-every", "0")
 
 
-def test_the_commands_switches_inject_faults():
+def start_command(*options: str) -> tuple[subprocess.Popen, str]:
+    """Run `manage.py inkit_simulator` on a free port; return the process and
+    the first line it prints (where it listens)."""
     process = subprocess.Popen(
-        [sys.executable, str(MANAGE_PY), "inkit_simulator", "--port", "0", "--batches", "20",
-         "--advance-every", "0", "--rate-limit-every", "2", "--retry-after", "3",
-         "--add-mid-listing", "5"],
+        [sys.executable, str(MANAGE_PY), "inkit_simulator", "--port", "0", "--batches", "20", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    if not ready:
+        process.kill()
+        pytest.fail("the command printed nothing in 30 seconds")
+    return process, process.stdout.readline()
+
+
+def test_the_commands_switches_inject_faults():
+    process, line = start_command(
+        "--advance-every", "0", "--rate-limit-every", "2", "--retry-after", "3", "--add-mid-listing", "5"
+    )
     try:
-        ready, _, _ = select.select([process.stdout], [], [], 30)
-        assert ready, "the command printed nothing in 30 seconds"
-        url = re.search(r"http://\S+/v1", process.stdout.readline())[0]
+        url = re.search(r"http://\S+/v1", line)[0]
         with requests.Session() as http:
             http.headers["X-Inkit-API-Token"] = TOKEN
             first = http.get(f"{url}/batch", params={"page": 1, "page_size": 10}, timeout=10)
@@ -1031,17 +1040,8 @@ def test_the_commands_switches_inject_faults():
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_the_command_serves_until_signalled(stop_signal):
-    process = subprocess.Popen(
-        [sys.executable, str(MANAGE_PY), "inkit_simulator", "--port", "0", "--batches", "20"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process, line = start_command()
     try:
-        ready, _, _ = select.select([process.stdout], [], [], 30)
-        assert ready, "the command printed nothing in 30 seconds"
-        line = process.stdout.readline()
         url = re.search(r"http://\S+/v1", line)
         assert url, line
         assert TOKEN in line
