@@ -63,7 +63,13 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     # Whole rows: the raw item has the destinations, and skipping the few
     # other columns with only() made fetching slower, not faster.
     page, batches = fetch_page(form.batches(now), requested, form.cleaned_data["page_size"], COUNT_CAP)
-    if page.number < requested:
+    if page.number < requested and page.capped:
+        form.notices.append(
+            f"Paging stops at {COUNT_CAP:,} batches, so page {requested} cannot be shown; "
+            f"showing the last page, {page.number}. Narrow the filters, change the sort, "
+            "or export the CSV for the rest."
+        )
+    elif page.number < requested:
         form.notices.append(f"There is no page {requested}; showing the last page, {page.number}.")
     rows = batch_rows(batches, now, _detail_prefix(), form.query(page.number).urlencode())
     context = _list_context(request, form, page=page, rows=rows, now=now)

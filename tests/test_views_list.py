@@ -301,7 +301,35 @@ def test_counts_stop_at_the_cap_and_the_page_says_so(ops_client, many, monkeypat
     page = text(response)
     assert "26–30 of 30+ batches" in page
     assert "Counting and paging stop at 30" in page
+    # Page 5 exists, paging just cannot reach it: the notice says which.
+    assert "Paging stops at 30 batches, so page 5 cannot be shown; showing the last page, 2." in page
+    assert "There is no page 5" not in page
     assert shown_ids(response) == [f"rb_many{index:03d}" for index in range(25, 30)]
+
+
+def test_the_last_reachable_page_says_why_there_is_no_next(ops_client, many, monkeypatch):
+    monkeypatch.setattr("dashboard.views.COUNT_CAP", 30)
+    for response in (ops_client.get("/?page_size=25&page=2"), ops_client.get("/?page_size=25&page=2", **HTMX)):
+        html = response.content.decode()
+        assert 'id="count-cap"' in html  # The notice at the top, on this page too...
+        # ...and Next, there but disabled, pointing at the reason beside it.
+        assert 'id="page-next"' not in html
+        assert '<span id="page-next-off" class="pager-off" aria-disabled="true" aria-describedby="pager-stop">Next ›</span>' in html
+        pager = text(response)[text(response).index("‹ Previous"):]
+        assert "Page 2 of 2+ Paging stops at 30 batches: narrow the filters, change the sort, or export them all as CSV" in pager
+        # The same export as the Export CSV button: the view's filters and sort.
+        export = re.search(r'<a id="export" class="button" href="([^"]+)"', html).group(1)
+        assert re.search(r'<span id="pager-stop" class="hint">[^<]*<a href="' + re.escape(export) + '" download>', html)
+
+    # Before the last reachable page, Next is a link and needs no reason.
+    html = ops_client.get("/?page_size=25").content.decode()
+    assert 'id="page-next"' in html and 'id="pager-stop"' not in html and 'id="count-cap"' in html
+
+
+def test_without_the_cap_the_last_page_needs_no_reason(ops_client, many):
+    html = ops_client.get("/?page_size=25&page=3").content.decode()
+    assert '<span class="pager-off" aria-disabled="true">Next ›</span>' in html
+    assert 'id="pager-stop"' not in html and 'id="count-cap"' not in html
 
 
 def test_an_empty_result_says_so(ops_client, batches):
