@@ -322,20 +322,39 @@ def test_retries_back_off_exponentially_up_to_an_hour(webhook):
 
 def test_a_receiver_that_times_out_is_retried(webhook, settings):
     settings.ALERT_WEBHOOK_TIMEOUT_SECONDS = 0.5
+    release = threading.Event()
+    answered = threading.Event()
 
-    def slow(request: Request) -> Response:
-        time.sleep(1.5)
+    def not_until_released(request: Request) -> Response:
+        # Far past the timeout: answers only once the evaluation is over, so
+        # the evaluation cannot have ended by the receiver answering, however
+        # slow the machine (no wall-clock bound to miss).
+        release.wait(60)
+        answered.set()
         return Response("too late")
 
-    webhook.expect_request(HOOK_PATH).respond_with_handler(slow)
+    webhook.expect_request(HOOK_PATH).respond_with_handler(not_until_released)
     make_batch("rb_a")
 
-    started = time.monotonic()
-    evaluate_after(T0 + 61 * MIN)
-
-    assert time.monotonic() - started < 1.4
+    try:
+        evaluation = evaluate_after(T0 + 61 * MIN)
+        assert not answered.is_set()  # The timeout ended the attempt, not the receiver.
+    finally:
+        release.set()
     hook = delivery("webhook")
     assert (hook.status, hook.attempts, hook.error) == (PENDING, 1, "timed out after 0.5 s")
+    assert hook.next_attempt_at == evaluation.now + timedelta(minutes=1)
+    # The receiver finishes its one request before the next test uses it.
+    wait_until(lambda: len(webhook.log) == 1)
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    """Poll until condition() holds; fail after a generous timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still not true after {timeout:g} s")
+        time.sleep(0.01)
 
 
 def test_an_unreachable_receiver_is_retried(settings):
