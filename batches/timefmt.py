@@ -25,7 +25,7 @@ def format_duration(value: timedelta | float) -> str:
 
 
 def format_utc(moment: datetime | str | None, *, seconds: bool = False) -> str:
-    """"2026-01-05 09:12 UTC" (or with seconds): a moment in plain text,
+    """ "2026-01-05 09:12 UTC" (or with seconds): a moment in plain text,
     where no browser puts it in the reader's zone. Takes an aware datetime
     or ISO 8601 text (alert payloads keep moments so); None is "unknown"."""
     if not moment:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib import admin
 
-from batches.models import Batch, BatchDestination, BatchEvent, SyncRun
+from batches.models import Batch, BatchDestination, BatchEvent
 
 from .factories import finished_sync, make_batch, make_event
 
@@ -37,15 +37,19 @@ def test_the_batch_changelist_shows_batches_without_a_delete_action(admin_client
     assert "delete_selected" not in html and "/admin/batches/batch/add/" not in html
 
     # Even posted by hand, the bulk delete action is refused.
-    response = admin_client.post(
-        "/admin/batches/batch/", {"action": "delete_selected", "_selected_action": ["rb_admin"], "post": "yes"}
+    admin_client.post(
+        "/admin/batches/batch/",
+        {"action": "delete_selected", "_selected_action": ["rb_admin"], "post": "yes"},
     )
     assert Batch.objects.filter(pk="rb_admin").exists()
 
 
 def test_a_batch_cannot_be_deleted(admin_client, batch):
     assert admin_client.get("/admin/batches/batch/rb_admin/delete/").status_code == 403
-    assert admin_client.post("/admin/batches/batch/rb_admin/delete/", {"post": "yes"}).status_code == 403
+    assert (
+        admin_client.post("/admin/batches/batch/rb_admin/delete/", {"post": "yes"}).status_code
+        == 403
+    )
     assert Batch.objects.filter(pk="rb_admin").exists()
     assert BatchDestination.objects.filter(batch_id="rb_admin").count() == 1
     assert BatchEvent.objects.filter(batch_id="rb_admin").count() == 1
@@ -67,10 +71,14 @@ def test_the_batch_change_view_only_shows(admin_client, batch):
     assert "rb_admin" in html and "salesforce" in html  # The destinations inline.
     assert 'name="_save"' not in html and 'name="status"' not in html
     # Nor can its destinations be edited, added or removed.
-    assert 'name="destinations-0-completed"' not in html and 'name="destinations-0-DELETE"' not in html
+    assert (
+        'name="destinations-0-completed"' not in html and 'name="destinations-0-DELETE"' not in html
+    )
     assert 'name="destinations-MAX_NUM_FORMS" value="0"' in html
 
-    response = admin_client.post("/admin/batches/batch/rb_admin/change/", {"status": "Failed", "total": 99})
+    response = admin_client.post(
+        "/admin/batches/batch/rb_admin/change/", {"status": "Failed", "total": 99}
+    )
     assert response.status_code == 403
     batch.refresh_from_db()
     assert (batch.status, batch.total) == ("Completed", 10)
@@ -82,8 +90,14 @@ def test_sync_runs_are_read_only_too(admin_client):
     html = admin_client.get(f"/admin/batches/syncrun/{run.pk}/change/").content.decode()
     assert "Inkit answered 503" in html and 'name="_save"' not in html
     assert admin_client.get("/admin/batches/syncrun/add/").status_code == 403
-    assert admin_client.post(f"/admin/batches/syncrun/{run.pk}/delete/", {"post": "yes"}).status_code == 403
-    assert admin_client.post(f"/admin/batches/syncrun/{run.pk}/change/", {"error": ""}).status_code == 403
+    assert (
+        admin_client.post(f"/admin/batches/syncrun/{run.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert (
+        admin_client.post(f"/admin/batches/syncrun/{run.pk}/change/", {"error": ""}).status_code
+        == 403
+    )
     run.refresh_from_db()
     assert run.error == "Inkit answered 503"
 
