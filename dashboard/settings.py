@@ -331,6 +331,15 @@ if REDIS_URL:
         # Well past the sync's time limit, so a task acked late is not handed
         # to a second worker while the first is still on it.
         "visibility_timeout": max(3600, SYNC_TIME_LIMIT_SECONDS + 300),
+        # A broker host that drops packets must not hang a web request.
+        "socket_connect_timeout": 5,
+    }
+    # Sync now gives up on an unreachable broker in about a second.
+    CELERY_TASK_PUBLISH_RETRY_POLICY = {
+        "max_retries": 2,
+        "interval_start": 0,
+        "interval_step": 0.5,
+        "interval_max": 0.5,
     }
 else:
     # Embedded default: kombu's filesystem transport needs no server and

@@ -24,7 +24,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
 from batches.models import IN_PROGRESS, Batch, SyncRun
-from batches.tasks import sync_batches
+from batches.tasks import queue_sync
 
 from .export import csv_lines, destination_names
 from .forms import PAGE_SIZES, BatchListForm, SyncFollowForm
@@ -251,7 +251,7 @@ def sync_now(request: HttpRequest) -> HttpResponse:
     if not request.user.is_staff:
         raise PermissionDenied("Only staff can start a sync.")
     after = SyncRun.objects.newest_id()
-    transaction.on_commit(lambda: sync_batches.delay(trigger=SyncRun.Trigger.MANUAL))
+    transaction.on_commit(lambda: queue_sync(SyncRun.Trigger.MANUAL))
     if request.htmx:
         return _sync_status(request, SyncStatus.load(after=after, queued_at=timezone.now()))
     messages.success(request, "Sync queued: the header shows its progress.")

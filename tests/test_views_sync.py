@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from datetime import timedelta
 
 import pytest
@@ -237,3 +238,26 @@ def test_the_header_costs_one_query(ops_client, django_assert_max_num_queries):
     ops_client.get("/sync/status/")  # Session and user loaded once.
     with django_assert_max_num_queries(3):  # session, user, runs
         ops_client.get("/sync/status/")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sync_now_the_broker_cannot_take_is_reported_not_a_server_error(staff_client, monkeypatch):
+    """A real broker connection to a port nobody listens on. (Outside a
+    test's transaction the request commits, and the sync is queued, at once.)"""
+    from dashboard.celery import app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setitem(app.conf, "broker_url", f"redis://127.0.0.1:{closed}/0")
+    monkeypatch.setitem(app.conf, "broker_transport_options", {"socket_connect_timeout": 1})
+    monkeypatch.setattr(app, "_pool", None)  # Connections are made afresh, to the closed port.
+    monkeypatch.setattr(app.amqp, "_producer_pool", None)
+
+    response = staff_client.post("/sync/", **HTMX)
+
+    assert response.status_code == 200
+    run = SyncRun.objects.get()
+    assert (run.outcome, run.trigger) == (SyncRun.Outcome.FAILED, SyncRun.Trigger.MANUAL)
+    assert "Could not queue the sync: the task broker (REDIS_URL) is unreachable." in text(response)
+    assert not polls(response)
