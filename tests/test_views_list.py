@@ -313,8 +313,8 @@ def test_the_last_reachable_page_says_why_there_is_no_next(ops_client, many, mon
         html = response.content.decode()
         assert 'id="count-cap"' in html  # The notice at the top, on this page too...
         # ...and Next, there but disabled, pointing at the reason beside it.
-        assert 'id="page-next"' not in html
-        assert '<span id="page-next-off" class="pager-off" aria-disabled="true" aria-describedby="pager-stop">Next ›</span>' in html
+        assert 'id="page-next" rel="next"' not in html
+        assert '<span id="page-next" class="pager-off" tabindex="-1" aria-disabled="true" aria-describedby="pager-stop">Next ›</span>' in html
         pager = text(response)[text(response).index("‹ Previous"):]
         assert "Page 2 of 2+ Paging stops at 30 batches: narrow the filters, change the sort, or export them all as CSV" in pager
         # The same export as the Export CSV button: the view's filters and sort.
@@ -323,12 +323,12 @@ def test_the_last_reachable_page_says_why_there_is_no_next(ops_client, many, mon
 
     # Before the last reachable page, Next is a link and needs no reason.
     html = ops_client.get("/?page_size=25").content.decode()
-    assert 'id="page-next"' in html and 'id="pager-stop"' not in html and 'id="count-cap"' in html
+    assert 'id="page-next" rel="next"' in html and 'id="pager-stop"' not in html and 'id="count-cap"' in html
 
 
 def test_without_the_cap_the_last_page_needs_no_reason(ops_client, many):
     html = ops_client.get("/?page_size=25&page=3").content.decode()
-    assert '<span class="pager-off" aria-disabled="true">Next ›</span>' in html
+    assert '<span id="page-next" class="pager-off" tabindex="-1" aria-disabled="true">Next ›</span>' in html
     assert 'id="pager-stop"' not in html and 'id="count-cap"' not in html
 
 
