@@ -563,6 +563,7 @@ class _Sync:
             raise
         if writers is not None:
             writers.close()
+        self.keep_fresh(force=True)  # The last page's progress, whatever the clock.
         self.finish_listing()
 
     def fetch(self, number: int) -> Page:
