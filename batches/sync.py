@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
-from hashlib import blake2b
 from functools import partial
+from hashlib import blake2b
 from itertools import islice
 from queue import Queue
 
@@ -692,7 +692,7 @@ class _Sync:
                 f"{len(found)} batches missing from the listing were still in Inkit (the "
                 "listing shifted while it was read) and were written, not marked gone."
             )
-        return [batch_id for batch_id, batch in zip(candidates, answers) if batch is None]
+        return [batch_id for batch_id, batch in zip(candidates, answers, strict=True) if batch is None]
 
     def add_note(self, text: str) -> None:
         self.run.note = f"{self.run.note} {text}".strip()

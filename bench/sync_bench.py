@@ -63,14 +63,13 @@ def child(scenario: str, concurrency: int) -> dict:
     import django
 
     django.setup()
+    import threading
+
     from django.db import connection, transaction
+    from django.db.backends.signals import connection_created
 
     from batches.models import Batch, BatchDestination, SyncRun
     from batches.sync import sync_all
-
-    import threading
-
-    from django.db.backends.signals import connection_created
 
     statements = {"all": 0, "writes": 0, "rows_written": 0}
     lock = threading.Lock()
@@ -208,7 +207,7 @@ class Simulator:
                 return
             except OSError:
                 if self.process.poll() is not None:
-                    raise SystemExit("the simulator exited:\n" + self.process.stdout.read())
+                    raise SystemExit("the simulator exited:\n" + self.process.stdout.read()) from None
                 time.sleep(0.2)
         raise SystemExit("the simulator did not start")
 
@@ -285,7 +284,7 @@ def main() -> None:
             sim.stop()
 
     print()
-    print(f"| measurement | batches | wall s | batches/s | peak RSS MB | SQL/page | API requests | rows written |")
+    print("| measurement | batches | wall s | batches/s | peak RSS MB | SQL/page | API requests | rows written |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(

@@ -48,6 +48,18 @@ def simulator(settings) -> Iterator[InkitSimulator]:
 
 
 @pytest.fixture
+def alert_settings(settings):
+    """Stuck and alert settings at known values, every channel off."""
+    settings.STUCK_AFTER_MINUTES = 60
+    settings.SYNC_STALE_AFTER_MINUTES = 15
+    settings.ALERT_EMAILS = []
+    settings.ALERT_WEBHOOK_URL = ""
+    settings.ALERT_WEBHOOK_TIMEOUT_SECONDS = 5
+    settings.PUBLIC_URL = ""
+    settings.DEFAULT_FROM_EMAIL = "batchwatch@example.com"
+
+
+@pytest.fixture
 def inkit(simulator, settings) -> Iterator[InkitClient]:
     """A client for the simulator that skips backoff sleeps."""
     client = InkitClient(

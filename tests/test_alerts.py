@@ -30,7 +30,7 @@ from dashboard.templatetags.batchwatch import short_duration
 
 from .test_stuck import MIN, T0, evaluate_after, make_batch, progressed, synced
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("alert_settings")]
 
 SECRET_TOKEN = "xoxb5ecretT0kenNeverLogged"
 HOOK_PATH = f"/services/T0ACME/B0HOOK/{SECRET_TOKEN}"
@@ -40,17 +40,6 @@ SENT, PENDING, FAILED = (
     AlertDelivery.Status.PENDING,
     AlertDelivery.Status.FAILED,
 )
-
-
-@pytest.fixture(autouse=True)
-def alert_settings(settings):
-    settings.STUCK_AFTER_MINUTES = 60
-    settings.SYNC_STALE_AFTER_MINUTES = 15
-    settings.ALERT_EMAILS = []
-    settings.ALERT_WEBHOOK_URL = ""
-    settings.ALERT_WEBHOOK_TIMEOUT_SECONDS = 5
-    settings.PUBLIC_URL = ""
-    settings.DEFAULT_FROM_EMAIL = "batchwatch@example.com"
 
 
 class Inbox:

@@ -15,15 +15,7 @@ from batches.models import Alert, AlertDelivery, SyncRun
 from .test_alerts import HOOK_PATH
 from .test_stuck import make_batch, synced
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def alert_settings(settings):
-    settings.STUCK_AFTER_MINUTES = 60
-    settings.SYNC_STALE_AFTER_MINUTES = 15
-    settings.ALERT_EMAILS = []
-    settings.ALERT_WEBHOOK_URL = ""
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("alert_settings")]
 
 
 @pytest.fixture

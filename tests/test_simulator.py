@@ -28,6 +28,7 @@ from batches.inkit import InkitClient
 from batches.simulator import REFERENCE_BATCHES, InkitSimulator, SimulatorServer
 
 from .conftest import TOKEN, no_sleep
+
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 MANAGE_PY = Path(__file__).resolve().parents[1] / "manage.py"
 

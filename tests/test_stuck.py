@@ -27,19 +27,10 @@ from batches.models import (
 from batches.stuck import evaluate_stuck
 from batches.sync import sync_all
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("alert_settings")]
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
-
-
-@pytest.fixture(autouse=True)
-def alert_settings(settings):
-    settings.STUCK_AFTER_MINUTES = 60
-    settings.SYNC_STALE_AFTER_MINUTES = 15
-    settings.ALERT_EMAILS = []
-    settings.ALERT_WEBHOOK_URL = ""
-    settings.PUBLIC_URL = ""
 
 
 def make_batch(

@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, transaction
-from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
+from batches import sync as sync_module
 from batches.inkit import InkitClient
 from batches.models import Batch, BatchEvent, SyncLock, SyncRun
-from batches import sync as sync_module
 from batches.sync import STOPPED, TIME_LIMIT, _Sync, shutdown_requested, sync_all
 
 from .conftest import TOKEN, no_sleep

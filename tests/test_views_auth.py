@@ -9,12 +9,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
+from .html import text
+
 pytestmark = pytest.mark.django_db
-
-
-def text(response) -> str:
-    plain = re.sub(r"<[^>]+>", " ", response.content.decode())
-    return re.sub(r"\s+", " ", plain)
 
 
 @pytest.mark.parametrize("path", ["/", "/batches/rb_x/", "/export.csv", "/sync-runs/", "/sync/status/"])

@@ -14,6 +14,7 @@ from batches.stuck import evaluate_stuck
 from batches.sync import mark_gone
 
 from .factories import make_batch, make_event
+from .html import text
 
 pytestmark = pytest.mark.django_db
 
@@ -22,11 +23,6 @@ pytestmark = pytest.mark.django_db
 def ops_client(client, ops_user):
     client.force_login(ops_user)
     return client
-
-
-def text(response) -> str:
-    plain = re.sub(r"<[^>]+>", " ", response.content.decode())
-    return re.sub(r"\s+", " ", plain)
 
 
 def test_it_shows_every_field_and_the_destinations(ops_client):

@@ -14,6 +14,7 @@ from django.utils import timezone
 from batches.models import Batch, SyncRun
 
 from .factories import finished_sync, make_batch
+from .html import text
 
 pytestmark = pytest.mark.django_db
 
@@ -29,12 +30,6 @@ def ops_client(client, ops_user):
 def shown_ids(response) -> list[str]:
     """Batch ids in the table, in the order shown."""
     return re.findall(r'id="open-([^"]+)"', response.content.decode())
-
-
-def text(response) -> str:
-    """The response's text with tags removed and whitespace squeezed."""
-    plain = re.sub(r"<[^>]+>", " ", response.content.decode())
-    return re.sub(r"\s+", " ", plain)
 
 
 @pytest.fixture

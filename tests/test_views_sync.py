@@ -14,6 +14,7 @@ from batches.models import SyncLock, SyncRun
 from batches.tasks import sync_batches
 
 from .factories import finished_sync
+from .html import text
 
 pytestmark = pytest.mark.django_db
 
@@ -38,11 +39,6 @@ def queued(monkeypatch) -> list[dict]:
     calls: list[dict] = []
     monkeypatch.setattr(sync_batches, "delay", lambda **kwargs: calls.append(kwargs))
     return calls
-
-
-def text(response) -> str:
-    plain = re.sub(r"<[^>]+>", " ", response.content.decode())
-    return re.sub(r"\s+", " ", plain)
 
 
 def polls(response) -> bool:

@@ -10,6 +10,7 @@ import pytest
 from batches.models import SyncRun
 
 from .factories import finished_sync
+from .html import text
 
 pytestmark = pytest.mark.django_db
 
@@ -18,11 +19,6 @@ pytestmark = pytest.mark.django_db
 def ops_client(client, ops_user):
     client.force_login(ops_user)
     return client
-
-
-def text(response) -> str:
-    plain = re.sub(r"<[^>]+>", " ", response.content.decode())
-    return re.sub(r"\s+", " ", plain)
 
 
 def test_it_lists_runs_newest_first_with_their_figures(ops_client):
