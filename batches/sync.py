@@ -156,12 +156,12 @@ def upsert_batches(items: Iterable[BatchData], now: datetime) -> UpsertResult:
             )
         }
         for dest in BatchDestination.objects.filter(batch_id__in=changed_ids).values(
-            "id", "batch_id", "name", *DESTINATION_FIELDS
+            "id", "batch_id", "name", "batch_created_at", *DESTINATION_FIELDS
         ):
             old_destinations[dest["batch_id"]][dest["name"]] = dest
 
     batch_rows: list[_BatchRow] = []
-    destination_rows: list[tuple[str, DestinationData]] = []
+    destination_rows: list[tuple[BatchData, DestinationData]] = []
     removed_destinations: list[int] = []
     events: list[BatchEvent] = []
 
@@ -170,7 +170,7 @@ def upsert_batches(items: Iterable[BatchData], now: datetime) -> UpsertResult:
         if batch_id not in stored:
             result.created += 1
             batch_rows.append(_BatchRow(item, raw_json, digest, now, now, item.sums()))
-            destination_rows.extend((batch_id, dest) for dest in item.destinations)
+            destination_rows.extend((item, dest) for dest in item.destinations)
             continue
         old = old_batches.get(batch_id)
         if old is None:
@@ -187,8 +187,12 @@ def upsert_batches(items: Iterable[BatchData], now: datetime) -> UpsertResult:
             before = old_dests.get(dest.name)
             after = {key: getattr(dest, key) for key in DESTINATION_FIELDS}
             if before is None or any(before[key] != after[key] for key in DESTINATION_FIELDS):
-                destination_rows.append((batch_id, dest))
+                destination_rows.append((item, dest))
                 destination_changes[dest.name] = _diff(before or {}, after)
+            elif before["batch_created_at"] != item.created_at:
+                # Inkit does not change a batch's created_at; should it ever,
+                # the copy the list sorts a destination's batches by follows.
+                destination_rows.append((item, dest))
         listed = {dest.name for dest in item.destinations}
         for name, before in old_dests.items():
             if name not in listed:
@@ -226,7 +230,8 @@ _BATCH_COLUMNS = (
     "raw", "fingerprint",
 )
 _BATCH_UPDATED = tuple(c for c in _BATCH_COLUMNS if c not in ("id", "first_seen_at"))
-_DESTINATION_COLUMNS = ("batch_id", "name", *DESTINATION_FIELDS)
+_DESTINATION_COLUMNS = ("batch_id", "name", *DESTINATION_FIELDS, "batch_created_at")
+_DESTINATION_UPDATED = (*DESTINATION_FIELDS, "batch_created_at")
 _UPSERT_CHUNK = 500
 
 
@@ -257,15 +262,18 @@ def _write_batches(rows: list[_BatchRow], now: datetime, *, new: bool) -> None:
         _upsert(Batch, _BATCH_COLUMNS, ("id",), _BATCH_UPDATED, values, json_columns=("raw",))
 
 
-def _write_destinations(rows: list[tuple[str, DestinationData]], *, new: bool) -> None:
+def _write_destinations(rows: list[tuple[BatchData, DestinationData]], *, new: bool) -> None:
+    copying = new and connection.vendor == "postgresql"
+    adapt = (lambda value: value) if copying else connection.ops.adapt_datetimefield_value
     values = [
-        (batch_id, d.name, d.count, d.completed, d.failed, d.in_progress, d.status)
-        for batch_id, d in rows
+        (b.id, d.name, d.count, d.completed, d.failed, d.in_progress, d.status, adapt(b.created_at))
+        for b, d in rows
     ]
-    if new and connection.vendor == "postgresql":
+    if copying:
         _copy(BatchDestination, _DESTINATION_COLUMNS, values)
     else:
-        _upsert(BatchDestination, _DESTINATION_COLUMNS, ("batch_id", "name"), DESTINATION_FIELDS, values)
+        conflict = ("batch_id", "name")
+        _upsert(BatchDestination, _DESTINATION_COLUMNS, conflict, _DESTINATION_UPDATED, values)
 
 
 def _relax_commit() -> None:

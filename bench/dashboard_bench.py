@@ -191,9 +191,10 @@ def load(count: int) -> float:
                     }
                     for index, value in enumerate((dest_count, completed, failed, in_progress)):
                         sums[index] += value
-                    destination_rows.append(
-                        (batch_id, dest, dest_count, completed, failed, in_progress, dest_status)
-                    )
+                    destination_rows.append((
+                        batch_id, dest, dest_count, completed, failed, in_progress, dest_status,
+                        created_at,
+                    ))
                 raw = {
                     "created_at": iso(created_at), "destinations": raw_destinations, "id": batch_id,
                     "name": name, "status": status, "total": total,
@@ -205,7 +206,7 @@ def load(count: int) -> float:
                     last_progress_at=last_progress, raw=json.dumps(raw),
                 )
                 copy.write_row([values[field.attname] for field in fields])
-        columns = "batch_id, name, count, completed, failed, in_progress, status"
+        columns = "batch_id, name, count, completed, failed, in_progress, status, batch_created_at"
         with cursor.copy(f"COPY batches_batchdestination ({columns}) FROM STDIN") as copy:
             for row in destination_rows:
                 copy.write_row(row)

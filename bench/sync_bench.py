@@ -179,6 +179,7 @@ def _anchor_destination(item, dest):
     return BatchDestination(
         batch_id=item.id, name=dest.name, count=dest.count, completed=dest.completed,
         failed=dest.failed, in_progress=dest.in_progress, status=dest.status,
+        batch_created_at=item.created_at,
     )
 
 

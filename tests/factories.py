@@ -80,6 +80,7 @@ def make_batch(
             failed=value["failed"],
             in_progress=value["in_progress"],
             status=value.get("status"),
+            batch_created_at=created_at,
         )
         for dest_name, value in raw_destinations.items()
     )

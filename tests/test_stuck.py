@@ -62,7 +62,10 @@ def make_batch(
         raw={},
     )
     BatchDestination.objects.bulk_create(
-        BatchDestination(batch=batch, name=dest, count=c, completed=done, failed=f, in_progress=p)
+        BatchDestination(
+            batch=batch, name=dest, count=c, completed=done, failed=f, in_progress=p,
+            batch_created_at=batch.created_at,
+        )
         for dest, (c, done, f, p) in destinations.items()
     )
     return batch

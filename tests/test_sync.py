@@ -41,6 +41,8 @@ def assert_database_matches(sim) -> None:
             assert (dest.count, dest.completed, dest.failed, dest.in_progress, dest.status) == (
                 counts["count"], counts["completed"], counts["failed"], counts["in_progress"], counts.get("status"),
             )
+            # The copy the list sorts a destination's batches by.
+            assert dest.batch_created_at == batch.created_at
         sums = [sum(d[key] for d in item["destinations"].values()) for key in ("count", "completed", "failed", "in_progress")]
         assert [batch.count, batch.completed, batch.failed, batch.in_progress] == sums
 
@@ -138,6 +140,31 @@ def test_a_destination_that_disappears_is_removed(simulator, inkit):
     assert_database_matches(simulator)
     event = BatchEvent.objects.get(batch_id=target["id"])
     assert event.changes["destinations"][dropped] == "removed"
+
+
+def test_a_destination_added_to_a_known_batch_carries_its_created_at(simulator, inkit):
+    sync_all(client=inkit)
+    target = next(
+        i for i in simulator.items() if i["destinations"] and "box" not in i["destinations"]
+    )
+    box = {"count": 2, "completed": 1, "failed": 1, "in_progress": 0, "status": "completed"}
+    simulator.set_batch(target["id"], destinations={**target["destinations"], "box": box})
+    run = sync_all(client=inkit)
+    assert run.batches_updated == 1
+    assert_database_matches(simulator)
+
+
+def test_a_batch_whose_created_at_moves_takes_its_destinations_along(simulator, inkit):
+    # Inkit does not move a batch's created_at; should it, the destination
+    # rows' copy follows, although their counts did not change.
+    sync_all(client=inkit)
+    target = next(i for i in simulator.items() if i["destinations"])
+    simulator.set_batch(target["id"], created_at="2021-03-04T05:06:07Z")
+    run = sync_all(client=inkit)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    assert run.batches_updated == 1
+    assert_database_matches(simulator)
+    assert not BatchEvent.objects.filter(batch_id=target["id"]).exists()
 
 
 @pytest.mark.parametrize("fault", ["429", "500", "502", "503", "504", "bad-json", "reset", "slow"])
