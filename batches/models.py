@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connections, models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Sum
-from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 # Inkit's documented batch statuses. Others may appear: they are stored and
@@ -26,6 +25,12 @@ BATCH_SORT_KEYS = (
     "in_progress",
     "last_progress_at",
 )
+
+
+# What BatchQuerySet.with_destination() names the joined destination row's
+# batch_created_at and batch_id, for created_between() and sorted_by().
+DESTINATION_CREATED_AT = "destination_created_at"
+DESTINATION_BATCH_ID = "destination_batch_id"
 
 
 def stuck_threshold(now: datetime | None = None) -> datetime:
@@ -70,27 +75,6 @@ class BatchQuerySet(models.QuerySet["Batch"]):
     def with_status(self, *statuses: str) -> BatchQuerySet:
         return self.filter(status__in=statuses)
 
-    def in_destination_status(self, destination: str, status: str) -> BatchQuerySet:
-        """Batches whose named destination is in the given status, as Inkit's
-        destination_name + destination_status filters mean.
-
-        On PostgreSQL this asks the raw item (the same data BatchDestination
-        rows are written from) by JSON containment, which the GIN index
-        batch_destination_status_gin answers without a join: at a million
-        batches the join cost up to 700 ms. Elsewhere, BatchDestination."""
-        if self._on_postgresql():
-            return self.filter(raw__destinations__contains={destination: {"status": status}})
-        return self.filter(
-            Exists(
-                BatchDestination.objects.filter(
-                    batch_id=OuterRef("pk"), name=destination, status=status
-                )
-            )
-        )
-
-    def _on_postgresql(self) -> bool:
-        return connections[self.db].vendor == "postgresql"
-
     def search(self, text: str) -> BatchQuerySet:
         """Batches whose id starts with the text or whose name contains it,
         ignoring case. On PostgreSQL the id prefix is served by
@@ -99,60 +83,74 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         return self.filter(Q(id__istartswith=text) | Q(name__icontains=text))
 
     def created_between(self, after: datetime | None, before: datetime | None) -> BatchQuerySet:
+        """Created on or after `after` and before `before` (either may be
+        None). After with_destination(), the range is asked of the joined
+        row's copy of created_at, which the destination indexes hold in
+        order; asked of the batch's own, PostgreSQL would join every batch
+        created in the range to find the few at the destination."""
+        column = DESTINATION_CREATED_AT if self._narrowed_to_destination() else "created_at"
         qs = self
         if after is not None:
-            qs = qs.filter(created_at__gte=after)
+            qs = qs.filter(**{f"{column}__gte": after})
         if before is not None:
-            qs = qs.filter(created_at__lt=before)
+            qs = qs.filter(**{f"{column}__lt": before})
         return qs
 
-    def with_destination(self, destination: str) -> BatchQuerySet:
-        """Batches that send to the named destination. On PostgreSQL a key
-        test on the raw item's destinations (batch_destinations_gin), as for
-        in_destination_status(); elsewhere, BatchDestination."""
-        if self._on_postgresql():
-            return self.filter(raw__destinations__has_key=destination)
-        return self.filter(
-            Exists(BatchDestination.objects.filter(batch_id=OuterRef("pk"), name=destination))
-        )
+    def with_destination(
+        self, destination: str, *, status: str | None = None, failing: bool = False
+    ) -> BatchQuerySet:
+        """Batches that send to the named destination; with status, those
+        whose destination is in that status (Inkit's destination_name +
+        destination_status); with failing, those with failed documents there.
 
-    def with_failures_in(self, destination: str) -> BatchQuerySet:
-        """Batches with failed documents at the named destination. The batch's
-        own failed sum is checked first, so batch_failed_idx narrows the rows;
-        on PostgreSQL the destination's count is then read from the raw item
-        on the row, rather than joined from BatchDestination (four times
-        slower at a million batches)."""
-        failing = self.with_failures()
-        if self._on_postgresql():
-            # Built from parts, never from a "raw__..." string: a destination
-            # name is data and may itself contain "__".
-            failed_there = KeyTransform("failed", KeyTransform(destination, KeyTransform("destinations", "raw")))
-            return failing.alias(failed_there=failed_there).filter(failed_there__gt=0)
-        return failing.filter(
-            Exists(
-                BatchDestination.objects.filter(
-                    batch_id=OuterRef("pk"), name=destination, failed__gt=0
-                )
-            )
+        One join to the destination's row, which is unique per batch and
+        name, so no batch comes twice. Every condition goes in this one
+        filter(): Django joins a multi-valued relation afresh for each
+        filter() call, so call this once. The row's copy of created_at is
+        aliased for created_between() and sorted_by("created_at"), whose
+        order dest_created_idx, dest_status_created_idx and
+        dest_failed_created_idx hold: PostgreSQL walks one and stops after
+        the page."""
+        conditions = Q(destinations__name=destination)
+        if status is not None:
+            conditions &= Q(destinations__status=status)
+        if failing:
+            conditions &= Q(destinations__failed__gt=0)
+        # Aliased after the filter, so that the aliases reuse its join.
+        return self.filter(conditions).alias(
+            **{
+                DESTINATION_CREATED_AT: F("destinations__batch_created_at"),
+                DESTINATION_BATCH_ID: F("destinations__batch_id"),
+            }
         )
 
     def sorted_by(self, key: str, descending: bool = False) -> BatchQuerySet:
         """Order by one of BATCH_SORT_KEYS with id breaking ties, in the
         directions the sort indexes are built in, so PostgreSQL walks an index
-        (backwards for descending) rather than sorting the table. Null names
-        count as the highest, on SQLite as on PostgreSQL."""
+        (backwards for ascending created_at, or descending other keys) rather
+        than sorting the table. Null names count as the highest, on SQLite as
+        on PostgreSQL."""
         if key not in BATCH_SORT_KEYS:
             raise ValueError(f"cannot sort batches by {key!r}")
+        column, id_column = key, "id"
+        if key == "created_at" and self._narrowed_to_destination():
+            # Narrowed to one destination (with_destination()): the same order,
+            # read from the joined row's copies, which the destination indexes
+            # hold in it. Ordered by the batch's own created_at, PostgreSQL
+            # would read every match to sort it.
+            column, id_column = DESTINATION_CREATED_AT, DESTINATION_BATCH_ID
         if descending:
-            order = F(key).desc(nulls_first=True)
+            order = F(column).desc(nulls_first=True)
         else:
-            order = F(key).asc(nulls_last=True)
-        # batch_created_idx is (-created_at, id); the others are (key, id).
-        if key == "created_at":
-            tie_breaker = "id" if descending else "-id"
-        else:
-            tie_breaker = "-id" if descending else "id"
-        return self.order_by(order, tie_breaker)
+            order = F(column).asc(nulls_last=True)
+        # batch_created_idx is (-created_at, id), and the destination indexes
+        # likewise; the others are (key, id).
+        ids_descending = descending != (key == "created_at")
+        return self.order_by(order, F(id_column).desc() if ids_descending else F(id_column).asc())
+
+    def _narrowed_to_destination(self) -> bool:
+        """Whether with_destination() joined a destination's row."""
+        return DESTINATION_CREATED_AT in self.query.annotations
 
     def capped_count(self, cap: int) -> int:
         """Count matching rows, stopping at cap + 1: a large table is never
@@ -301,15 +299,34 @@ class BatchDestination(models.Model):
     # Inkit's lowercase per-destination status; undocumented, so optional.
     status = models.CharField(max_length=100, null=True, blank=True)
     # The batch's created_at (which never changes), copied so an index on
-    # this table can give a destination's batches in the list's order.
-    # Backfilled by migration 0008; NOT NULL once the indexes come.
-    batch_created_at = models.DateTimeField(null=True)
+    # this table gives a destination's batches in the list's order.
+    batch_created_at = models.DateTimeField()
 
     class Meta:
         constraints = [
             # Also the index for "destinations of these batches" (the sync's
             # per-page read and the list's per-row destinations).
             models.UniqueConstraint(fields=["batch", "name"], name="destination_unique_per_batch"),
+        ]
+        # Migration 0009 also turns off parallel scans of this table on
+        # PostgreSQL: a destination view's capped count was planned with
+        # workers that took longer to start than the count takes.
+        indexes = [
+            # destination=... on the list page, newest first (walked backwards
+            # for sort=created_at): BatchQuerySet.with_destination() with
+            # sorted_by("created_at").
+            models.Index(fields=["name", "-batch_created_at", "batch"], name="dest_created_idx"),
+            # destination=...&destination_status=..., in the same orders.
+            models.Index(
+                fields=["name", "status", "-batch_created_at", "batch"],
+                name="dest_status_created_idx",
+            ),
+            # destination=...&failed=1 (failed documents there), in the same orders.
+            models.Index(
+                fields=["name", "-batch_created_at", "batch"],
+                condition=Q(failed__gt=0),
+                name="dest_failed_created_idx",
+            ),
         ]
         ordering = ["name"]
 

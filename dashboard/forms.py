@@ -175,10 +175,15 @@ class BatchListForm(forms.Form):
         batches = Batch.objects.present()
         if data["status"]:
             batches = batches.with_status(*data["status"])
-        if data["destination"] and data["destination_status"]:
-            batches = batches.in_destination_status(data["destination"], data["destination_status"])
-        elif data["destination"]:
-            batches = batches.with_destination(data["destination"])
+        if data["destination"]:
+            # failed=1 with a destination means failed there, not anywhere.
+            batches = batches.with_destination(
+                data["destination"],
+                status=data["destination_status"] or None,
+                failing=data["failed"],
+            )
+        elif data["failed"]:
+            batches = batches.with_failures()
         if data["q"]:
             batches = batches.search(data["q"])
         batches = batches.created_between(
@@ -186,11 +191,6 @@ class BatchListForm(forms.Form):
         )
         if data["stuck"]:
             batches = batches.stuck(now)
-        if data["failed"] and data["destination"]:
-            # Failed documents at the chosen destination, not anywhere.
-            batches = batches.with_failures_in(data["destination"])
-        elif data["failed"]:
-            batches = batches.with_failures()
         return batches.sorted_by(self.sort_key, self.descending)
 
     def query(self, page: int = 1) -> QueryDict:

@@ -8,10 +8,12 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.http import QueryDict
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from batches.models import Batch, SyncRun
+from dashboard.forms import BatchListForm
 
 from .factories import finished_sync, make_batch
 from .html import text
@@ -162,6 +164,14 @@ def test_a_history_restore_gets_the_whole_page(ops_client, batches):
         ("failed=1&destination=sepire", []),
         ("failed=0", ["rb_fresh", "rb_unknown", "rb_stuck", "rb_failing", "rb_old_done"]),
         ("status=In+Progress&destination=sepire", ["rb_failing"]),
+        ("destination=salesforce&q=invoices", ["rb_fresh"]),
+        (
+            "destination=salesforce&destination_status=in_progress&failed=1&status=In+Progress",
+            ["rb_failing"],
+        ),
+        ("destination=salesforce&sort=created_at", ["rb_failing", "rb_fresh"]),
+        ("destination=salesforce&sort=-failed", ["rb_failing", "rb_fresh"]),
+        ("destination=salesforce&stuck=1", []),
     ],
 )
 def test_each_filter_selects_the_right_batches(ops_client, batches, query, expected):
@@ -184,6 +194,73 @@ def test_created_after_and_before_take_whole_utc_days(ops_client, batches):
     assert shown_ids(response) == ["rb_stuck", "rb_failing"]
     response = ops_client.get(f"/?created_before={today - timedelta(days=30)}")
     assert shown_ids(response) == ["rb_old_done"]
+    # With a destination, the range is asked of its row's copy of created_at.
+    yesterday = today - timedelta(days=1)
+    response = ops_client.get(f"/?destination=salesforce&created_before={yesterday}")
+    assert shown_ids(response) == ["rb_failing"]
+    response = ops_client.get(f"/?destination=salesforce&created_after={today}")
+    assert shown_ids(response) == ["rb_fresh"]
+
+
+def test_a_destination_view_lists_newest_first_with_id_breaking_ties(ops_client):
+    now = timezone.now()
+    created = {
+        "rb_new": now - timedelta(minutes=1),
+        "rb_tie_b": now - timedelta(hours=1),
+        "rb_tie_a": now - timedelta(hours=1),
+        "rb_old": now - timedelta(days=1),
+    }
+    for batch_id, created_at in created.items():
+        make_batch(id=batch_id, created_at=created_at, destinations={"box": (1, 0, 0)})
+    make_batch(id="rb_elsewhere", created_at=now, destinations={"sepire": (1, 0, 0)})
+    # As the list without a destination: (-created_at, id), and the reverse.
+    assert shown_ids(ops_client.get("/?destination=box")) == [
+        "rb_new", "rb_tie_a", "rb_tie_b", "rb_old",
+    ]
+    assert shown_ids(ops_client.get("/?destination=box&sort=created_at")) == [
+        "rb_old", "rb_tie_b", "rb_tie_a", "rb_new",
+    ]
+
+
+def sql_of(query: str) -> str:
+    form = BatchListForm(QueryDict(query))
+    assert form.is_valid(), form.errors
+    return str(form.batches().query)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "destination=box",
+        "destination=box&destination_status=completed",
+        "destination=box&failed=1",
+        "destination=box&destination_status=completed&failed=1&status=Completed&q=x&stuck=1"
+        "&created_after=2024-01-01&created_before=2024-02-01",
+    ],
+)
+def test_a_destination_view_joins_its_row_once_and_sorts_by_its_copy_of_created_at(query):
+    # Every condition on one join (a batch appears once), ordered as the
+    # destination indexes hold the rows, so PostgreSQL walks one and stops
+    # after the page rather than sorting every match.
+    sql = sql_of(query)
+    assert sql.count("JOIN") == 1 and 'JOIN "batches_batchdestination"' in sql
+    assert sql.endswith(
+        'ORDER BY "batches_batchdestination"."batch_created_at" DESC NULLS FIRST, '
+        '"batches_batchdestination"."batch_id" ASC'
+    )
+    # Oldest first walks the same index backwards.
+    assert sql_of(query + "&sort=created_at").endswith(
+        'ORDER BY "batches_batchdestination"."batch_created_at" ASC NULLS LAST, '
+        '"batches_batchdestination"."batch_id" DESC'
+    )
+
+
+def test_a_destination_view_sorted_by_another_key_sorts_by_the_batchs():
+    sql = sql_of("destination=box&sort=-failed")
+    assert sql.count("JOIN") == 1
+    assert sql.endswith(
+        'ORDER BY "batches_batch"."failed" DESC NULLS FIRST, "batches_batch"."id" DESC'
+    )
 
 
 def test_stuck_1_shows_exactly_the_stuck_query(ops_client, batches, settings):
