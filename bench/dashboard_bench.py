@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import secrets
 import statistics
 import subprocess
@@ -38,6 +37,8 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from memory import peak_rss_kb  # bench/memory.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE = "bw_bench_dashboard"
@@ -54,6 +55,10 @@ LIST_VIEWS: list[tuple[str, str, str | None]] = [
     ("destination=salesforce", "destination=salesforce", None),
     ("destination + destination_status", "destination=salesforce&destination_status=in_progress", None),
     ("destination=box (rare)", "destination=box", None),
+    ("destination + status", "destination=salesforce&status=In+Progress", None),
+    ("destination + stuck=1", "destination=salesforce&stuck=1", None),
+    ("destination + q (common word)", "destination=salesforce&q=invoices", None),
+    ("destination=box&sort=-failed", "destination=box&sort=-failed", None),
     ("created_after/before (a month)", "created_after={month_start}&created_before={month_end}", None),
     ("stuck=1", "stuck=1", None),
     ("failed=1", "failed=1", None),
@@ -276,7 +281,7 @@ def export_child(query: str) -> None:
 
     client = Client()
     client.force_login(get_user_model().objects.get(username="bench"))
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = peak_rss_kb()
     started = time.perf_counter()
     response = client.get(f"/export.csv?{query}")
     lines = size = 0
@@ -284,7 +289,7 @@ def export_child(query: str) -> None:
         size += len(chunk)
         lines += chunk.count(b"\n")
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_kb()
     print(json.dumps({"rows": lines - 1, "bytes": size, "seconds": seconds, "rss_before_kb": baseline, "peak_rss_kb": peak}))
 
 

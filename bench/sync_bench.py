@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import secrets
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from memory import peak_rss_kb  # bench/memory.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -151,7 +152,7 @@ def child(scenario: str, concurrency: int) -> dict:
         "api_requests": requests,
         "wall_seconds": round(wall, 2),
         "batches_per_second": round(seen / wall) if wall else 0,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_kb() / 1024, 1),
         "statements": statements["all"],
         "statements_per_page": round(statements["all"] / pages, 2) if pages else 0,
         "batch_and_destination_writes": statements["writes"],
