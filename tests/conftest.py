@@ -3,6 +3,7 @@ sleep between retries, and ready-made users."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,10 @@ from batches.simulator import InkitSimulator
 from .processes import Process, base_env, database_url_for_tests, procfile, stop_all
 
 TOKEN = "simulator-token"
+
+# The List Batches response on Inkit's reference page, verbatim (the vendor's
+# example of 7 batches, which the simulator also serves).
+VENDOR_EXAMPLE = json.loads((Path(__file__).parent / "data" / "list_batches_reference_example.json").read_text())
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -8,7 +8,6 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -24,7 +23,7 @@ from batches.inkit import (
     parse_retry_after,
 )
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "inkit-api" / "list-batches-reference.txt"
+from .conftest import VENDOR_EXAMPLE
 
 
 class SleepRecorder:
@@ -83,12 +82,6 @@ def client(httpserver, sleeps):
     c.close()
 
 
-def reference_example() -> dict:
-    text = REFERENCE.read_text()
-    start = text.index('{\n   "items"')
-    return json.loads(text[start:])
-
-
 # Requests -----------------------------------------------------------------------
 
 
@@ -134,7 +127,7 @@ def test_it_leaves_out_parameters_not_given(httpserver, client):
 
 
 def test_it_reads_the_vendors_reference_example(httpserver, client):
-    example = reference_example()
+    example = VENDOR_EXAMPLE
     httpserver.expect_request("/v1/batch").respond_with_json(example)
     page = client.list_batches()
     assert [b.id for b in page.items] == [i["id"] for i in example["items"]]

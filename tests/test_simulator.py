@@ -27,47 +27,11 @@ from django.core.management import CommandError, call_command
 from batches.inkit import InkitClient
 from batches.simulator import REFERENCE_BATCHES, InkitSimulator, SimulatorServer
 
-from .conftest import TOKEN, no_sleep
+from .conftest import TOKEN, VENDOR_EXAMPLE, no_sleep
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 MANAGE_PY = Path(__file__).resolve().parents[1] / "manage.py"
 
-# The response of the vendor's reference page, verbatim.
-VENDOR_EXAMPLE = json.loads(
-    """
-{
-   "items": [
-      {"created_at": "2023-09-06T14:07:55.732858Z",
-       "destinations": {"inkit_storage": {"completed": 2, "count": 2, "failed": 0,
-                                          "in_progress": 0, "status": "completed"}},
-       "id": "rb_CDh2Dg57evYHnBp7TbxJt", "name": null, "status": "Completed", "total": 2},
-      {"created_at": "2023-08-24T14:41:21.969069Z",
-       "destinations": {"inkit_storage": {"completed": 2, "count": 2, "failed": 0,
-                                          "in_progress": 0, "status": "completed"}},
-       "id": "rb_3uNFz4IL6MqH7A1kOy9YHs", "name": null, "status": "Completed", "total": 2},
-      {"created_at": "2023-08-24T14:40:55.778626Z",
-       "destinations": {"inkit_storage": {"completed": 2, "count": 2, "failed": 0,
-                                          "in_progress": 0, "status": "completed"}},
-       "id": "rb_4F0P2OBR3qkf0F14TSQ2WH", "name": null, "status": "Completed", "total": 2},
-      {"created_at": "2023-08-14T14:32:48.872931Z",
-       "destinations": {"inkit_storage": {"completed": 1, "count": 1, "failed": 0,
-                                          "in_progress": 0, "status": "completed"}},
-       "id": "rb_6WtDgF7RGqdS5Uzea9neZJ", "name": "test", "status": "Completed", "total": 1},
-      {"created_at": "2023-08-02T13:36:49.089326Z", "destinations": {},
-       "id": "rb_4R8u6FWWenZtmI7jiBl07r", "name": null, "status": "In Progress", "total": 2},
-      {"created_at": "2023-08-01T17:13:40.643463Z", "destinations": {},
-       "id": "rb_esvglATMyCTJ5JfeVrFA", "name": null, "status": "In Progress", "total": 2},
-      {"created_at": "2023-08-01T16:14:24.514557Z", "destinations": {},
-       "id": "rb_6vk9qlaW5kvkQTcZABx1XZ", "name": null, "status": "In Progress", "total": 2}
-   ],
-   "metadata": {
-      "pagination": {"current_page": 1, "next_page": null, "page_count": 1, "page_size": 25,
-                     "prev_page": null, "total_count": 7},
-      "sort": {"key": "created_at", "order": 1}
-   }
-}
-"""
-)
 
 CREATED_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 BATCH_ID = re.compile(r"rb_[0-9A-Za-z]{19,22}")
