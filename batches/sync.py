@@ -93,6 +93,28 @@ def fingerprint(raw: dict) -> tuple[str, int]:
     return text, int.from_bytes(digest, "big", signed=True)
 
 
+def _stored_fingerprints(ids: list[str]) -> dict[str, tuple[int | None, datetime | None]]:
+    """The stored digest and gone_at of those of these batches already
+    stored: all that an unchanged page costs in SQL. On PostgreSQL the ids
+    go as one array parameter; Django's IN with a parameter per id spent
+    longer preparing a page's hundred than PostgreSQL spent answering (a
+    no-change re-sync of 100,000 batches: about 1 ms a page, a tenth)."""
+    if connection.vendor != "postgresql":
+        return {
+            batch_id: (digest, gone_at)
+            for batch_id, digest, gone_at in Batch.objects.filter(pk__in=ids).values_list(
+                "id", "fingerprint", "gone_at"
+            )
+        }
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, fingerprint, gone_at FROM {connection.ops.quote_name(Batch._meta.db_table)} "
+            "WHERE id = ANY(%s)",
+            [ids],
+        )
+        return {batch_id: (digest, gone_at) for batch_id, digest, gone_at in cursor.fetchall()}
+
+
 @dataclass(slots=True)
 class _BatchRow:
     """The columns of one batch as upsert_batches writes them."""
@@ -134,12 +156,7 @@ def upsert_batches(items: Iterable[BatchData], now: datetime) -> UpsertResult:
     if not by_id:
         return result
     prints = {batch_id: fingerprint(item.raw) for batch_id, item in by_id.items()}
-    stored = {
-        batch_id: (digest, gone_at)
-        for batch_id, digest, gone_at in Batch.objects.filter(pk__in=list(by_id)).values_list(
-            "id", "fingerprint", "gone_at"
-        )
-    }
+    stored = _stored_fingerprints(list(by_id))
     changed_ids = [
         batch_id
         for batch_id, (digest, gone_at) in stored.items()
