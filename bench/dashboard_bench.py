@@ -38,7 +38,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from memory import peak_rss_kb  # bench/memory.py, beside this script
+from machine import cpu_probe, peak_rss_kb  # bench/machine.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE = "bw_bench_dashboard"
@@ -405,6 +405,8 @@ def main() -> None:
     print(f"{loaded or args.batches:,} batches ({sizes[0]} with indexes), destinations {sizes[1]}; {summary_run.note}", flush=True)
 
     results = []
+    probes = [cpu_probe()]  # How fast the machine runs, before and after the timings.
+    print(f"CPU probe: {probes[0]:.2f} s (see bench/machine.py)", flush=True)
     for label, query, admin_query in LIST_VIEWS:
         if args.only and args.only not in label:
             continue
@@ -442,6 +444,8 @@ def main() -> None:
             export = export or []
             export.append(measured)
 
+    probes.append(cpu_probe())
+    print(f"CPU probe: {probes[1]:.2f} s after the timings", flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"dashboard-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
@@ -449,7 +453,9 @@ def main() -> None:
         for key in ("fragment", "page", "admin"):
             if key in row:
                 row[key].pop("sql", None)
-    path.write_text(json.dumps({"batches": loaded or args.batches, "views": results, "export": export}, indent=2))
+    path.write_text(json.dumps(
+        {"batches": loaded or args.batches, "cpu_probe_seconds": probes, "views": results, "export": export}, indent=2
+    ))
     print(f"\n{markdown(results)}\nWritten to {path.relative_to(ROOT)}")
 
 

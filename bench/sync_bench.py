@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from memory import peak_rss_kb  # bench/memory.py, beside this script
+from machine import cpu_probe, peak_rss_kb  # bench/machine.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -113,6 +113,7 @@ def child(scenario: str, concurrency: int) -> dict:
 
     psycopg.Copy.write_row = counted_write_row
 
+    probe = cpu_probe()  # How fast the machine runs just now.
     connection.ensure_connection()  # Counted from here, through the signal above.
     started = time.perf_counter()
     if scenario == "anchor":
@@ -146,6 +147,7 @@ def child(scenario: str, concurrency: int) -> dict:
     wall = time.perf_counter() - started
     return {
         "scenario": scenario,
+        "cpu_probe_seconds": round(probe, 2),
         "outcome": outcome,
         "batches": seen,
         "pages": pages,
@@ -286,12 +288,13 @@ def main() -> None:
             sim.stop()
 
     print()
-    print("| measurement | batches | wall s | batches/s | peak RSS MB | SQL/page | API requests | rows written |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| measurement | batches | wall s | batches/s | peak RSS MB | SQL/page | API requests | rows written | CPU probe s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['scenario']} | {r['batches']:,} | {r['wall_seconds']} | {r['batches_per_second']:,} | "
-            f"{r['peak_rss_mb']} | {r['statements_per_page']} | {r['api_requests']:,} | {r['rows_written']:,} |"
+            f"{r['peak_rss_mb']} | {r['statements_per_page']} | {r['api_requests']:,} | {r['rows_written']:,} | "
+            f"{r['cpu_probe_seconds']} |"
         )
     if not args.skip_latency:
         pages = -(-args.batches // PAGE_SIZE)
