@@ -114,6 +114,20 @@ def staff_user(django_user_model, fast_passwords):
 
 
 @pytest.fixture
+def ops_client(client, ops_user):
+    """The test client signed in as ops_user."""
+    client.force_login(ops_user)
+    return client
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    """The test client signed in as staff_user."""
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
 def worker(simulator) -> Iterator[Process]:
     """The Procfile's Celery worker in its own process, on this run's broker
     (emptied first: a task left over from an earlier run would muddle the

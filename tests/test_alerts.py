@@ -610,6 +610,12 @@ def test_two_deliverers_at_once_send_each_delivery_once(smtp, webhook, monkeypat
 # The sync runs page, the task, the schedule ------------------------------------------------
 
 
+def deliveries_html(run: SyncRun) -> str:
+    """The sync runs page's fragment of a run's alert deliveries."""
+    deliveries = SyncRun.objects.with_alert_deliveries().get(pk=run.pk).alert_deliveries.all()
+    return render_to_string("dashboard/_alert_deliveries.html", {"deliveries": deliveries})
+
+
 def test_a_page_of_sync_runs_gets_its_deliveries_in_one_query(
     webhook, smtp, django_assert_num_queries
 ):
@@ -637,14 +643,7 @@ def test_a_page_of_sync_runs_gets_its_deliveries_in_one_query(
     assert [channel for _, channel, _ in shown[second.pk]] == ["email", "webhook"]
     assert len(shown) == 3 and list(shown.values())[0] == []
 
-    html = render_to_string(
-        "dashboard/_alert_deliveries.html",
-        {
-            "deliveries": SyncRun.objects.with_alert_deliveries()
-            .get(pk=first.pk)
-            .alert_deliveries.all()
-        },
-    )
+    html = deliveries_html(first)
     assert "Alert #" in html and "Webhook" in html and "Email" in html
     assert "Sent" in html and "2 attempts" in html and "1 attempt<" in html
     # Email went at once; the webhook after its retry, at the next evaluation.
@@ -657,14 +656,7 @@ def test_the_fragment_shows_a_pending_retry_and_escapes_its_error(webhook):
     webhook.expect_request(HOOK_PATH).respond_with_data("<html>bad gateway</html>", status=502)
     make_batch("rb_a")
     run = evaluate_after(T0 + 61 * MIN).sync.basis
-    html = render_to_string(
-        "dashboard/_alert_deliveries.html",
-        {
-            "deliveries": SyncRun.objects.with_alert_deliveries()
-            .get(pk=run.pk)
-            .alert_deliveries.all()
-        },
-    )
+    html = deliveries_html(run)
     assert "Pending" in html and "next attempt" in html and "2026-01-05 10:02:05 UTC" in html
     assert "HTTP 502: &lt;html&gt;bad gateway&lt;/html&gt;" in html
 

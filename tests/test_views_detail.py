@@ -19,12 +19,6 @@ from .html import text
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def ops_client(client, ops_user):
-    client.force_login(ops_user)
-    return client
-
-
 def test_it_shows_every_field_and_the_destinations(ops_client):
     batch = make_batch(
         id="rb_detail1", name="Payroll stubs #12", status="In Progress", total=40,

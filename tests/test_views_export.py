@@ -20,12 +20,6 @@ from .factories import make_batch
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def ops_client(client, ops_user):
-    client.force_login(ops_user)
-    return client
-
-
 def read_csv(response) -> list[dict[str, str]]:
     assert isinstance(response, StreamingHttpResponse)
     body = b"".join(response.streaming_content).decode()

@@ -23,12 +23,6 @@ pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
-@pytest.fixture
-def ops_client(client, ops_user):
-    client.force_login(ops_user)
-    return client
-
-
 def shown_ids(response) -> list[str]:
     """Batch ids in the table, in the order shown."""
     return re.findall(r'id="open-([^"]+)"', response.content.decode())

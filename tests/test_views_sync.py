@@ -22,18 +22,6 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
-def staff_client(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
-def ops_client(client, ops_user):
-    client.force_login(ops_user)
-    return client
-
-
-@pytest.fixture
 def queued(monkeypatch) -> list[dict]:
     """Stands in for the broker: records what sync_batches.delay() was given."""
     calls: list[dict] = []

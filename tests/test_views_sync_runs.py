@@ -15,12 +15,6 @@ from .html import text
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def ops_client(client, ops_user):
-    client.force_login(ops_user)
-    return client
-
-
 def test_it_lists_runs_newest_first_with_their_figures(ops_client):
     ok = finished_sync(
         ago=timedelta(minutes=10), page_count=12, pages_fetched=12, batches_seen=1180,
