@@ -23,7 +23,8 @@ How delivery works, and why:
   given up a day after the alert. A message the receiver rejects outright
   (HTTP 400/413/422, SMTP 5xx on the message) is not retried.
 - The webhook URL and the SMTP password are secrets: failures are described
-  in this module's own words and scrubbed before they are logged or stored.
+  in this module's own words, and what a receiver answers is scrubbed
+  (batches.secrets) before it is cut short, logged or stored.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -56,6 +57,7 @@ from .models import (
     SyncHealth,
     SyncRun,
 )
+from .secrets import scrub
 from .timefmt import format_duration, format_utc
 
 if TYPE_CHECKING:
@@ -181,7 +183,8 @@ def post_webhook(alert: Alert) -> str:
         raise DeliveryError(f"request failed: {type(error).__name__}") from None
     if 200 <= response.status_code < 300:
         return f"HTTP {response.status_code}"
-    body = " ".join(response.text[:200].split())
+    # Scrubbed before it is cut short: a receiver may quote its own URL.
+    body = " ".join(scrub(response.text).split())[:200]
     raise DeliveryError(
         f"HTTP {response.status_code}" + (f": {body}" if body else ""),
         permanent=response.status_code in PERMANENT_HTTP_STATUSES,
@@ -203,8 +206,8 @@ def _smtp_error(error: smtplib.SMTPException) -> str:
             if isinstance(error.smtp_error, bytes)
             else str(error.smtp_error)
         )
-        return f"SMTP {error.smtp_code}: {' '.join(text.split())[:200]}"
-    return f"SMTP: {type(error).__name__}: {error}"
+        return f"SMTP {error.smtp_code}: {' '.join(scrub(text).split())[:200]}"
+    return scrub(f"SMTP: {type(error).__name__}: {error}")
 
 
 def _os_error(error: BaseException) -> str:
@@ -225,33 +228,6 @@ def _os_error(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return "timed out"
     return found
-
-
-def scrub(text: str) -> str:
-    """Remove the webhook URL (and its path and query) and the SMTP password
-    from text about to be logged or stored."""
-    for secret in _secrets():
-        text = text.replace(secret, "[secret]")
-    return text
-
-
-def _secrets() -> list[str]:
-    found: set[str] = set()
-    url = settings.ALERT_WEBHOOK_URL
-    if url:
-        parts = urlsplit(url)
-        found.update({url, parts.query, parts.password or ""})
-        path = parts.path.rstrip("/")
-        if len(path) > 1:
-            found.update({path, quote(path)})
-            last = path.rsplit("/", 1)[-1]
-            if len(last) >= 8:  # Slack's token is the last segment.
-                found.add(last)
-    password = settings.MAILERS.get("default", {}).get("OPTIONS", {}).get("password")
-    if password:
-        found.add(password)
-    # Longest first, so a URL is replaced whole before its parts.
-    return sorted((secret for secret in found if secret), key=len, reverse=True)
 
 
 # Creating an alert -------------------------------------------------------------
@@ -332,7 +308,7 @@ def _claim_sync_change(change: str, sync: SyncState, now: datetime) -> tuple[str
             "for_seconds": int((now - sync.stale_since).total_seconds()),
             "last_success_id": sync.last_success.pk if sync.last_success else None,
             "failed_runs": failed.count(),
-            "last_error": last_failure.error[:ERROR_MAX_CHARS] if last_failure else "",
+            "last_error": scrub(last_failure.error)[:ERROR_MAX_CHARS] if last_failure else "",
         }
     if change == "recovered":
         since = SyncHealth.clear_stale()

@@ -9,6 +9,8 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Sum
 from django.utils import timezone
 
+from .secrets import scrub
+
 # Inkit's documented batch statuses. Others may appear: they are stored and
 # shown as they come, never rejected.
 IN_PROGRESS = "In Progress"
@@ -527,6 +529,12 @@ class SyncRun(models.Model):
 
     def __str__(self) -> str:
         return f"Sync #{self.pk} {self.outcome}"
+
+    def save(self, *args, **kwargs) -> None:
+        # The error and note quote text from outside (Inkit's error bodies,
+        # exception messages): whoever set them, no secret is stored.
+        self.error, self.note = scrub(self.error), scrub(self.note)
+        super().save(*args, **kwargs)
 
     @property
     def duration(self) -> timedelta | None:

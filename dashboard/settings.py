@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 
-from dashboard.logs import LINE_FORMATTER
+from dashboard.logs import LINE_FORMATTER, SCRUB_FILTER
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Git-ignored folder for local state: the SQLite database, the embedded
@@ -395,8 +395,16 @@ LOGGING = {
     "formatters": {
         "line": LINE_FORMATTER,
     },
+    "filters": {
+        "secrets": SCRUB_FILTER,
+    },
     "handlers": {
-        "stdout": {"class": "logging.StreamHandler", "stream": sys.stdout, "formatter": "line"},
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": sys.stdout,
+            "formatter": "line",
+            "filters": ["secrets"],
+        },
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {

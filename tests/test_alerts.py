@@ -21,8 +21,9 @@ from django.template.loader import render_to_string
 from werkzeug import Request, Response
 
 from batches import alerts, stuck
-from batches.alerts import DELIVERY_LEASE, backoff, deliver_due, scrub
+from batches.alerts import DELIVERY_LEASE, backoff, deliver_due
 from batches.models import Alert, AlertDelivery, Batch, BatchEvent, SyncRun
+from batches.secrets import scrub
 from batches.stuck import evaluate_stuck
 from batches.tasks import check_stuck
 from batches.timefmt import format_duration
