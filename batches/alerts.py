@@ -37,7 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -397,7 +396,7 @@ def _batch_item(event: BatchEvent, destinations: list[dict], now: datetime) -> d
         # For finished: "status" (left In Progress) or "gone" (no longer listed).
         "reason": changes.get("reason"),
         "destinations": destinations,
-        "url": absolute_url(batch_path(batch.id)),
+        "url": absolute_url(batch.get_absolute_url()),
     }
 
 
@@ -590,13 +589,6 @@ def absolute_url(path: str) -> str | None:
     """A link for people reading the alert, when PUBLIC_URL says where the
     app is served; None otherwise."""
     return f"{settings.PUBLIC_URL}{path}" if settings.PUBLIC_URL else None
-
-
-def batch_path(batch_id: str) -> str:
-    try:
-        return reverse("batch-detail", args=[batch_id])
-    except NoReverseMatch:
-        return f"/batches/{quote(batch_id, safe='')}/"
 
 
 def _list_path() -> str:

@@ -9,6 +9,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Sum
 from django.utils import timezone
 
+from .paths import batch_path
 from .secrets import scrub
 
 # Inkit's documented batch statuses. Others may appear: they are stored and
@@ -272,6 +273,10 @@ class Batch(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.id
+
+    def get_absolute_url(self) -> str:
+        """The detail page's path, for any id (batches/paths.py)."""
+        return batch_path(self.id)
 
     def is_stuck(self, now: datetime | None = None) -> bool:
         """The same rule as BatchQuerySet.stuck(), for one loaded batch."""

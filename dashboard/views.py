@@ -71,7 +71,7 @@ def batch_list(request: HttpRequest) -> HttpResponse:
         )
     elif page.number < requested:
         form.notices.append(f"There is no page {requested}; showing the last page, {page.number}.")
-    rows = batch_rows(batches, now, _detail_prefix(), form.query(page.number).urlencode())
+    rows = batch_rows(batches, now, form.query(page.number).urlencode())
     context = _list_context(request, form, page=page, rows=rows, now=now)
     response = _render_list(request, context)
     if context.get("fragment") and not context["refresh"]:
@@ -134,11 +134,6 @@ def _list_context(
         "refresh_seconds": settings.DASHBOARD_REFRESH_SECONDS,
         "stuck_after_minutes": settings.STUCK_AFTER_MINUTES,
     }
-
-
-def _detail_prefix() -> str:
-    """"/batches/": rows link to /batches/<id>/ without a reverse() each."""
-    return reverse("batch-detail", args=["-"]).removesuffix("-/")
 
 
 def _sort_columns(form: BatchListForm, query) -> list[dict]:
