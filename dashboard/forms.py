@@ -109,7 +109,9 @@ class BatchListForm(forms.Form):
         if after and before and after >= before:
             self.add_error("created_before", "must be a later date than created_after")
         if data.get("destination_status") and not data.get("destination"):
-            self.add_error("destination_status", "give a destination too: it is that destination's status")
+            self.add_error(
+                "destination_status", "give a destination too: it is that destination's status"
+            )
         return data
 
     # View parameters: never an error, the nearest sensible value instead.
@@ -230,15 +232,22 @@ def _start_of(day: date | None) -> datetime | None:
     return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
 
 
+# The last second a datetime can hold (9999-12-31 23:59:59 UTC).
+MAX_TIMESTAMP = int(datetime.max.replace(microsecond=0, tzinfo=UTC).timestamp())
+
+
 class SyncFollowForm(forms.Form):
     """/sync/status/?after=<run id>&queued=<unix time>: the header following
     a "Sync now" that was queued when run `after` was the newest."""
 
-    after = forms.IntegerField(min_value=0)
-    queued = forms.IntegerField(min_value=0, max_value=2**40)
+    after = forms.IntegerField(min_value=0, max_value=2**63 - 1)
+    queued = forms.IntegerField(min_value=0, max_value=MAX_TIMESTAMP)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if "queued" in data:
-            data["queued_at"] = datetime.fromtimestamp(data.pop("queued"), UTC)
+            # Never later than now: a sync is not queued in the future, and a
+            # link claiming one would keep the header polling for ever.
+            queued_at = datetime.fromtimestamp(data.pop("queued"), UTC)
+            data["queued_at"] = min(queued_at, timezone.now())
         return data

@@ -246,7 +246,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the path, a cookie or the query string (WhiteNoise
+    # in DEBUG stats files, the session is looked up): a NUL is a 400.
+    "dashboard.middleware.refuse_unstorable_input",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise, so that only what views make is marked private.
+    "dashboard.middleware.private_no_store",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
