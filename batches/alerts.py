@@ -548,12 +548,27 @@ def email_body(payload: dict) -> str:
 
 
 def slack_escape(text: str) -> str:
-    """Slack's mrkdwn needs only &, < and > escaped."""
+    """Text in Slack's mrkdwn: &, < and > are the only characters it asks
+    to escape; unescaped, a name could open a link or a mention (<!channel>)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# In <url|text>, "|" ends the URL and ">" the link; whitespace ends it too.
+_LINK_URL_UNSAFE = {"|": "%7C", "<": "%3C", ">": "%3E", " ": "%20", "\n": "%0A", "\t": "%09"}
+
+
+def slack_link(url: str, text: str) -> str:
+    """A mrkdwn link: the URL with the characters that would end it
+    percent-encoded and its & escaped, the text escaped with any | shown as ¦
+    (mrkdwn has no escape for it)."""
+    safe_url = "".join(_LINK_URL_UNSAFE.get(char, char) for char in url)
+    return f"<{slack_escape(safe_url)}|{slack_escape(text).replace('|', '¦')}>"
+
+
 def slack_text(payload: dict) -> str:
-    """The alert in Slack mrkdwn: a bold headline, then each section."""
+    """The alert in Slack mrkdwn: a bold headline, then each section. Every
+    piece of text from Inkit (ids, names, statuses, destination names, error
+    text) is escaped."""
     lines = [f"*Batchwatch: {slack_escape(payload['summary'])}*"]
     paragraph = sync_paragraph(payload)
     if paragraph:
@@ -563,18 +578,18 @@ def slack_text(payload: dict) -> str:
         for entry in section["entries"]:
             item = entry["item"]
             name = " ".join((item["name"] or "").split())
-            label = slack_escape(name) if name else slack_escape(item["id"])
-            if item["url"]:
-                label = f"<{item['url']}|{label.replace('|', '¦')}>"
-            ident = f" `{item['id'].replace('`', '')}`" if name else ""
+            ident = " ".join(item["id"].split())
+            shown = name or ident
+            label = slack_link(item["url"], shown) if item["url"] else slack_escape(shown)
+            code = f" `{slack_escape(ident.replace('`', ''))}`" if name else ""
             lines.append(
-                f"• {label}{ident}: {slack_escape(entry['what'])} {slack_escape(entry['created'])}"
+                f"• {label}{code}: {slack_escape(entry['what'])} {slack_escape(entry['created'])}"
             )
             lines.append("      " + slack_escape("; ".join(entry["destinations"])))
         if section["more"]:
             more = f"…and {section['more']} more"
             if section["more_url"]:
-                more += f": <{section['more_url']}|see them all>"
+                more += f": {slack_link(section['more_url'], 'see them all')}"
             lines.append(more)
     return "\n".join(lines)
 
