@@ -132,7 +132,8 @@ class BatchListForm(forms.Form):
         raw = self.cleaned_data["page"].strip()
         if not raw:
             return 1
-        if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE:
+        # Length first (MAX_PAGE has 7 digits): int() refuses 4,300 or more.
+        if raw.isascii() and raw.isdigit() and len(raw) <= 7 and 1 <= int(raw) <= MAX_PAGE:
             return int(raw)
         self.notices.append(f"“{raw[:50]}” is not a page number; showing the first page.")
         return 1

@@ -14,7 +14,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -227,7 +227,8 @@ def sync_runs(request: HttpRequest) -> HttpResponse:
     """/sync-runs/: recent sync runs, newest first; ?before=<id> for older."""
     runs = SyncRun.objects.with_alert_deliveries().order_by("-started_at", "-pk").defer("summary")
     before = request.GET.get("before", "")
-    if before.isascii() and before.isdigit():
+    # A run id fits 19 digits; int() refuses more than 4,300 with a ValueError.
+    if before.isascii() and before.isdigit() and len(before) <= 19:
         runs = runs.filter(pk__lt=int(before))
     runs = list(runs[: SYNC_RUNS_SHOWN + 1])
     context = {
@@ -251,9 +252,13 @@ def sync_now(request: HttpRequest) -> HttpResponse:
         return _sync_status(request, SyncStatus.load(after=after, queued_at=timezone.now()))
     messages.success(request, "Sync queued: the header shows its progress.")
     back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+    # A path on this site only; and no redirect(), which would take "0" for
+    # the name of a view.
+    if not back.startswith("/") or not url_has_allowed_host_and_scheme(
+        back, {request.get_host()}, request.is_secure()
+    ):
         back = reverse("batch-list")
-    return redirect(back)
+    return HttpResponseRedirect(back)
 
 
 @require_GET
@@ -277,7 +282,10 @@ def login(request: HttpRequest) -> HttpResponse:
     """Django's sign-in page; an htmx request that lost its session (the
     live refresh after a sign-out elsewhere) sends the whole tab here."""
     if request.htmx:
-        back = request.htmx.current_url_abs_path or reverse("batch-list")
+        try:
+            back = request.htmx.current_url_abs_path or reverse("batch-list")
+        except ValueError:  # An HX-Current-URL that is no URL ("http://[::1").
+            back = reverse("batch-list")
         return HttpResponseClientRedirect(redirect_to_login(back).url)
     return auth_views.LoginView.as_view(redirect_authenticated_user=True)(request)
 
