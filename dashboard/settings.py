@@ -459,5 +459,7 @@ LOGGING = {
         # urllib3 logs full request URLs at DEBUG; keep it quiet.
         "urllib3": {"level": "WARNING"},
         "django.db.backends": {"level": "INFO"},
+        # Its failures and lockouts are warnings; its successes need no line.
+        "axes": {"level": "WARNING"},
     },
 }
