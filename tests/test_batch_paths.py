@@ -17,11 +17,10 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batches.alerts import build_payload
-from batches.models import Alert, Batch, BatchEvent
+from batches.models import Batch
 from batches.paths import batch_path, id_from_url, id_to_url
 
-from .factories import make_batch
+from .factories import make_batch, stuck_alert_payload
 from .html import text
 
 # Each character the issue names, alone, doubled and inside other text, and
@@ -192,22 +191,7 @@ def test_the_csv_carries_every_id_as_it_is(ops_client, odd_batches):
 def test_every_ids_alert_link_reaches_its_page(ops_client, odd_batches, settings):
     settings.PUBLIC_URL = "https://batchwatch.example.com"
     now = timezone.now()
-    alert = Alert.objects.create(created_at=now, subject="", payload={})
-    BatchEvent.objects.bulk_create(
-        BatchEvent(
-            batch=batch,
-            seen_at=now,
-            kind=BatchEvent.Kind.STUCK,
-            status=batch.status,
-            completed=0,
-            failed=0,
-            in_progress=0,
-            alert=alert,
-            changes={"stuck_since": now.isoformat(), "stuck_after_minutes": 60},
-        )
-        for batch in odd_batches
-    )
-    payload = build_payload(alert, now, None)
+    payload = stuck_alert_payload(odd_batches, now)
     assert len(payload["batches"]) == len(odd_batches)
     for item in payload["batches"]:
         path = item["url"].removeprefix(settings.PUBLIC_URL)
