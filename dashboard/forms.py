@@ -109,9 +109,7 @@ class BatchListForm(forms.Form):
         if after and before and after >= before:
             self.add_error("created_before", "must be a later date than created_after")
         if data.get("destination_status") and not data.get("destination"):
-            self.add_error(
-                "destination_status", "give a destination too: it is that destination's status"
-            )
+            self.add_error("destination_status", "give a destination too: it is that destination's status")
         return data
 
     # View parameters: never an error, the nearest sensible value instead.
