@@ -12,10 +12,12 @@ only the standard library.
 Choices where the vendor's docs are silent (documented here so tests and
 readers agree):
 - The default order is newest first, reported as {"key": "created_at",
-  "order": 1} exactly as the vendor's example does; an explicit
-  sort=created_at lists oldest first with order 1, sort=-created_at newest
-  first with order -1.
-- Ties are broken by id, in the same direction as the sort.
+  "order": 1} exactly as the vendor's example does. An explicit
+  sort=created_at does the same by default (the vendor's reading of its
+  own example; Faults.created_at_order="oldest" lists oldest first), and
+  sort=-created_at lists the other way with order -1 (unless
+  Faults.descending_honoured is off: then it lists as sort=created_at).
+- Ties are broken by id, in the same direction as the listing.
 - An empty result has page_count 1 (page 1 exists and is empty).
 - A page past the end answers 200 with no items; prev_page is page - 1.
 - Names sort case-insensitively, null names as the empty string.
@@ -231,6 +233,16 @@ class Faults:
         is first served, these batches are deleted (the entry is then
         removed), shifting the later pages back.
     auto_advance_every: advance() once every N requests.
+    created_at_order: which way an explicit sort=created_at lists: "newest"
+        first (the vendor's reading, the default) or "oldest" first.
+    descending_honoured: whether sort=-created_at lists the other way than
+        sort=created_at (True) or ignores the minus (False).
+    create_every_listing: one new batch is created just before every Nth
+        page of the list served: batches arrive at a steady rate while a
+        client pages.
+    delete_every_listing: one batch chosen at random (anywhere, pages
+        already served included) is deleted just before every Nth page of
+        the list served; InkitSimulator.deleted_while_listing names them.
     """
 
     queue: list[str] = field(default_factory=list)
@@ -245,6 +257,10 @@ class Faults:
     add_every_listing: int = 0
     remove_when_serving: dict[int, list[str]] = field(default_factory=dict)
     auto_advance_every: int | None = None
+    created_at_order: str = "newest"
+    descending_honoured: bool = True
+    create_every_listing: int = 0
+    delete_every_listing: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +273,7 @@ class RequestRecord:
     status: int
     fault: str | None = None
     method: str = "GET"
+    at: float = 0.0  # When it was answered (time.time()).
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +458,10 @@ class InkitSimulator:
         # A separate stream for faults, so injecting errors does not change
         # what the data becomes.
         self._fault_rng = random.Random(f"faults-{seed}")
+        # And one for the listing's changes while it is paged.
+        self._change_rng = random.Random(f"changes-{seed}")
+        self._listings_served = 0
+        self.deleted_while_listing: list[str] = []
         self._fixed_now = now
         self._request_count = 0
         # Ascending by (created_at, id): the created_at orders are slices of it.
@@ -814,6 +835,12 @@ class InkitSimulator:
             sort_key, descending, reported = "created_at", True, {"key": "created_at", "order": 1}
         else:
             reported = {"key": sort_key, "order": -1 if descending else 1}
+            if sort_key == "created_at":
+                plain_newest_first = self.faults.created_at_order != "oldest"
+                if descending and self.faults.descending_honoured:
+                    descending = not plain_newest_first
+                else:
+                    descending = plain_newest_first
         size = min(page_size, self.max_page_size)
         with self._lock:
             self._add_before_serving(page)
@@ -846,9 +873,18 @@ class InkitSimulator:
         return 200, metadata, encoded
 
     def _add_before_serving(self, page: int) -> None:
-        count = self.faults.add_when_serving.pop(page, 0)
+        faults = self.faults
+        self._listings_served += 1
+        served = self._listings_served
+        count = faults.add_when_serving.pop(page, 0)
         if page == 2:
-            count += self.faults.add_every_listing
+            count += faults.add_every_listing
+        if faults.create_every_listing and served % faults.create_every_listing == 0:
+            count += 1
+        if faults.delete_every_listing and served % faults.delete_every_listing == 0 and len(self._batches) > 1:
+            victim = self._change_rng.choice(self._batches)
+            self.deleted_while_listing.append(victim.id)
+            self._remove(victim.id)
         if count:
             self._create_new(count)
         for batch_id in self.faults.remove_when_serving.pop(page, ()):
@@ -886,7 +922,9 @@ class InkitSimulator:
             response = _json_response(500, {"error": f"simulator: {type(error).__name__}: {error}"})
         with self._lock:
             self.requests.append(
-                RequestRecord(path, params, 0 if response.reset else response.status, fault, method)
+                RequestRecord(
+                    path, params, 0 if response.reset else response.status, fault, method, time.time()
+                )
             )
         return response
 

@@ -49,6 +49,9 @@ def simulator(settings) -> Iterator[InkitSimulator]:
         settings.INKIT_API_BASE_URL = server.url
         settings.INKIT_API_TOKEN = TOKEN
         settings.INKIT_PAGE_SIZE = 25
+        # The budget is tested on its own (test_sync_budget.py); elsewhere it
+        # must not slow the suite.
+        settings.INKIT_MAX_REQUESTS_PER_MINUTE = 1_000_000
         yield sim
 
 
