@@ -56,7 +56,8 @@ MAX_REPORTED_REJECTS = 5
 MAX_ROUNDS = 5  # re-reads of the newest end for batches created meanwhile
 MAX_HEAD_PAGES = 50  # pages read at the newest end in one round
 MAX_TAIL_PAGES = 200  # pages the oldest end may grow by while a sweep reads
-REPAIR_ATTEMPTS = 3  # reads spent on one suspicious page boundary
+REPAIR_ATTEMPTS = 4  # reads spent on one suspicious page boundary
+REPAIR_SLACK = 3  # positions either side, for batches moving meanwhile
 # A quick sync reads at most this many pages of new batches (more means a
 # burst the next full sweep takes in), and this many extra GETs of the
 # stalest other In Progress batches when the budget has room.
@@ -399,9 +400,14 @@ class FullSweep(_Run):
             else:
                 chain = self.read_newest_first(probe)
             if order is not None and len(chain) > 1:
-                chain = self.read_new_head(chain, order)
-                if order == Order.DESCENDING:
-                    self.repair(chain, order)
+                # Repairs first, the newest end last: batches created while
+                # the repairs read are then read too, in this run.
+                for _ in range(MAX_ROUNDS):
+                    if order == Order.DESCENDING:
+                        self.repair(chain, order)
+                    chain = self.read_new_head(chain, order)
+                    if not any(not b.clean for b in self.boundaries(chain, order)):
+                        break
         except BaseException:
             if self.writers is not None:
                 self.writers.close(raise_error=False)  # The error in hand comes first.
@@ -493,9 +499,27 @@ class FullSweep(_Run):
         chain = [probe, *reads[0]] if reads else [probe]
         for segment in reads[1:]:
             chain += self.stitch(segment, Order.DESCENDING)
-        if not chain[-1].is_last:
+        if not chain[-1].is_last and not chain[-1].past_end:
             chain += self.follow_tail(chain[-1])
-        return chain
+        return self.settle_tail(chain)
+
+    def settle_tail(self, chain: list[Read]) -> list[Read]:
+        """Newest first, batches deleted while the sweep read can leave its
+        last read past the end (an empty page): drop it and read the last
+        page as the listing now reports it, which must overlap the read
+        before (bounded)."""
+        if len(chain) < 2 or not chain[-1].past_end:
+            return chain
+        empties = []
+        while len(chain) > 1 and chain[-1].past_end:
+            empties.append(chain.pop())
+        page_count = empties[0].page_count
+        for _ in range(REPAIR_ATTEMPTS):
+            last = self.read(max(page_count, 1))
+            if last.overlaps(chain[-1]) and last.is_last:
+                return [*chain, last]
+            page_count = last.page_count
+        return [*chain, *reversed(empties)]
 
     def read_segments(self, segments: list[list[int]], order: Order) -> list[list[Read]]:
         """Read each segment on its own thread, in the order's direction;
@@ -650,6 +674,10 @@ class FullSweep(_Run):
             number = completeness.next_towards_oldest(order, number)
         return [], found
 
+    @staticmethod
+    def boundaries(chain: list[Read], order: Order) -> list[completeness.Boundary]:
+        return [completeness.classify(a, b, order) for a, b in zip(chain, chain[1:])]
+
     def latest_page_count(self) -> int:
         total = self.latest_total or 0
         return max(1, -(-total // self.page_size))
@@ -671,27 +699,33 @@ class FullSweep(_Run):
             index += 1
 
     def find_spanning(self, boundary: completeness.Boundary, order: Order) -> Read | None:
+        """A read holding a batch from each side of the boundary. When the
+        older side was read, its first batch stood at the start of its page
+        and whatever slipped past (at most the gap bound) just before it:
+        one page spanning those positions, with some slack for further
+        shifts, holds both sides; each miss re-aims from where the batches
+        stand now."""
         newer, older = boundary.newer, boundary.older
         gap = boundary.gap_bound if boundary.gap_bound is not None else older.size
-        number, size = older.page, older.size
+        high = (older.page - 1) * older.size
+        low = high - gap - 1
         for _ in range(REPAIR_ATTEMPTS):
-            read = self.read(number, size)
+            place = completeness.window(max(0, low - REPAIR_SLACK), high + REPAIR_SLACK, older.size)
+            if place is None:
+                return None
+            read = self.read(*place)
             if completeness.between(read, newer, older, order) is not None:
                 return read
             positions = [completeness.position_of(read, i) for i in read.ids if i in older.id_set]
             if positions:
                 high = min(positions)
-                low = max(0, high - gap - 2)
-            else:
-                positions = [completeness.position_of(read, i) for i in read.ids if i in newer.id_set]
-                if not positions:
-                    return None
-                low = max(positions)
-                high = low + gap + 2
-            place = completeness.window(low, high, older.size)
-            if place is None:
+                low = high - gap - 1
+                continue
+            positions = [completeness.position_of(read, i) for i in read.ids if i in newer.id_set]
+            if not positions:
                 return None
-            number, size = place
+            low = max(positions)
+            high = low + gap + 1
         return None
 
     # -- gone --
