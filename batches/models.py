@@ -615,6 +615,12 @@ class SyncRun(models.Model):
         return self.finished_at - self.started_at
 
     @property
+    def pages_done(self) -> int:
+        """Progress through the listing: pages read, at most its page count
+        (a full sweep reads a few pages twice to prove it complete)."""
+        return min(self.pages_fetched, self.page_count) if self.page_count else self.pages_fetched
+
+    @property
     def requests_per_minute(self) -> float | None:
         """Requests to Inkit per minute over the run (None until it ends)."""
         duration = self.duration

@@ -155,6 +155,9 @@ PROGRESSING = "progressing"  # documents complete (and a few fail) each step
 FAILING = "failing"  # documents mostly fail each step
 STUCK = "stuck"  # In Progress and never changes
 FIXED = "fixed"  # the reference batches and anything a test set by hand
+TIMED = "timed"  # activity mode: progresses with the real clock to a planned end
+# Activity mode's rate of new batches.
+ACTIVITY_PER_DAY = 2000
 # Only while generating: a batch whose every document failed (status "Failed",
 # a status the docs never show, to exercise unknown statuses). It is DONE after.
 _ALL_FAILED = "all-failed"
@@ -349,6 +352,8 @@ class _Batch:
     key: tuple[str, str] = ("", "")
     # The item's JSON, encoded once and reused until the batch changes.
     encoded: bytes | None = None
+    # Activity mode (TIMED): (created, finishes, fate) in Unix time.
+    plan: tuple[float, float, str] | None = None
 
     def __post_init__(self) -> None:
         self.key = (self.created_at, self.id)
@@ -441,6 +446,7 @@ class InkitSimulator:
         max_page_size: int = 100,
         include_reference: bool = True,
         now: datetime | None = None,
+        activity: bool = False,
     ):
         if batches < 0:
             raise ValueError("batches must be 0 or more")
@@ -475,9 +481,16 @@ class InkitSimulator:
         if include_reference:
             for item in REFERENCE_BATCHES:
                 self._by_id[item["id"]] = self._batch_from_item(item, FIXED)
-        self._generate(batches, self._current_time())
+        # Activity mode: a realistic account's history and real-time life.
+        self.activity = activity
+        self.change_log: list[tuple[float, str]] = []  # (time.time(), batch id)
+        self._arrivals_at = time.time()
+        if activity:
+            self._generate_activity(batches, self._current_time())
+        else:
+            self._generate(batches, self._current_time())
         self._batches = sorted(self._by_id.values(), key=lambda b: b.key)
-        self._evolving = [b for b in self._batches if b.behaviour in _EVOLVING]
+        self._evolving = [b for b in self._batches if b.behaviour in _EVOLVING or b.behaviour == TIMED]
 
     # -- data --
 
@@ -536,7 +549,7 @@ class InkitSimulator:
                 fields["destinations"] = _copy_destinations(fields["destinations"])
             for name, value in fields.items():
                 setattr(batch, name, value)
-            if batch.behaviour in _EVOLVING:
+            if batch.behaviour in _EVOLVING or batch.behaviour == TIMED:
                 self._evolving.remove(batch)
             batch.behaviour = FIXED
             batch.changed()
@@ -550,7 +563,7 @@ class InkitSimulator:
     def _remove(self, batch_id: str) -> None:
         batch = self._by_id.pop(batch_id)
         self._unlist(batch)
-        if batch.behaviour in _EVOLVING:
+        if batch.behaviour in _EVOLVING or batch.behaviour == TIMED:
             self._evolving.remove(batch)
         self._version += 1
 
@@ -748,7 +761,98 @@ class InkitSimulator:
         else:  # not where its key says: fall back to a scan
             self._batches.remove(batch)
 
+    # -- activity --
+
+    def _generate_activity(self, count: int, now: datetime) -> None:
+        """ACTIVITY_PER_DAY batches a day back through history, each done 1
+        to 6 hours after creation (1 % with failures, 0.5 % stalled for
+        ever at part of its documents), those younger still in progress."""
+        rng = self._rng
+        span = count / ACTIVITY_PER_DAY * 86400.0
+        stamp = now.timestamp()
+        for _ in range(count):
+            age = rng.uniform(0, span)
+            batch = self._timed_batch(stamp - age, stamp)
+            self._by_id[batch.id] = batch
+
+    def _timed_batch(self, created: float, now: float) -> _Batch:
+        rng = self._rng
+        roll = rng.random()
+        fate = "stall" if roll < 0.005 else "fail" if roll < 0.015 else "complete"
+        finishes = created + rng.uniform(3600, 6 * 3600)
+        total = self._new_total()
+        batch = _Batch(
+            id=self._new_id(),
+            created_at=format_created_at(datetime.fromtimestamp(created, UTC)),
+            name=self._new_name(),
+            status="In Progress",
+            total=total,
+            destinations={name: _destination(0, 0, total) for name in self._destination_names()},
+            behaviour=TIMED,
+            plan=(created, finishes, fate),
+        )
+        self._update_timed(batch, now)
+        return batch
+
+    def _update_timed(self, batch: _Batch, now: float) -> bool:
+        """Bring a TIMED batch to where its plan has it at `now`; True when
+        anything changed."""
+        created, finishes, fate = batch.plan
+        share = min(1.0, max(0.0, (now - created) / (finishes - created)))
+        if fate == "stall":
+            share = min(share, 0.5)
+        changed = False
+        for destination in batch.destinations.values():
+            count = destination["count"]
+            moved = int(count * share)
+            failed = (moved + 1) // 2 if fate == "fail" and share >= 1.0 else 0
+            value = _destination(moved - failed, failed, count - moved, with_status="status" in destination)
+            if value != destination:
+                destination.clear()
+                destination.update(value)
+                changed = True
+        if share >= 1.0 and batch.status == "In Progress":
+            batch.status = "Completed"
+            batch.behaviour = DONE
+            changed = True
+        if changed:
+            batch.changed()
+        return changed
+
+    def _live(self) -> None:
+        """Activity mode: new batches at ACTIVITY_PER_DAY in real time, and
+        the TIMED ones moved on to now; each change logged."""
+        now = time.time()
+        rng = self._rng
+        due = (now - self._arrivals_at) * ACTIVITY_PER_DAY / 86400.0
+        arriving = int(due)
+        if rng.random() < due - arriving:
+            arriving += 1
+        if arriving or due >= 1:
+            self._arrivals_at = now
+        newest = self._batches[-1].created_at if self._batches else ""
+        for _ in range(arriving):
+            batch = self._timed_batch(now, now)
+            if batch.created_at <= newest:
+                batch.created_at = format_created_at(
+                    datetime.fromisoformat(newest) + timedelta(microseconds=1)
+                )
+                batch.changed()
+            newest = batch.created_at
+            self._by_id[batch.id] = batch
+            self._batches.append(batch)
+            self._evolving.append(batch)
+            self.change_log.append((now, batch.id))
+        for batch in self._evolving:
+            if batch.behaviour == TIMED and self._update_timed(batch, now):
+                self.change_log.append((now, batch.id))
+        self._evolving = [b for b in self._evolving if b.behaviour == TIMED or b.behaviour in _EVOLVING]
+        self._version += 1
+
     def _step(self) -> None:
+        if self.activity:
+            self._live()
+            return
         rng = self._rng
         if self._fixed_now is not None:
             self._fixed_now += STEP

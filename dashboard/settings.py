@@ -112,7 +112,7 @@ def _database(url: str) -> dict:
 def _redis_ssl(url: str) -> dict | None:
     # Heroku Redis serves rediss:// with a self-signed certificate.
     if url.startswith("rediss://"):
-        verify = REDIS_SSL_VERIFY
+        verify = envbool("REDIS_SSL_VERIFY", False)
         return {"ssl_cert_reqs": ssl.CERT_REQUIRED if verify else ssl.CERT_NONE}
     return None
 

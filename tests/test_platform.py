@@ -173,7 +173,9 @@ def test_it_boots_like_a_platform_and_a_scheduled_sync_turns_healthz_green(tmp_p
         status, body = healthz(base)
         assert status == 503, body
         assert body["reasons"] == ["no sync has succeeded yet"]
-        assert body["checks"] == {"database": "ok", "broker": "ok", "sync": "failing"}
+        assert body["checks"] == {
+            "database": "ok", "broker": "ok", "sync": "failing", "completeness": "unverified",
+        }
 
         worker = Process("worker", commands["worker"], env)
         beat = Process("beat", commands["beat"], env)

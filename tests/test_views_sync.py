@@ -81,7 +81,7 @@ def test_staff_queue_a_manual_sync_once_the_request_commits(staff_client, queued
     assert queued == []  # Not before the transaction commits.
     for callback in callbacks:
         callback()
-    assert queued == [{"trigger": "manual"}]
+    assert queued == [{"trigger": "manual", "kind": "quick"}]  # Sync now: a quick sync.
 
 
 def test_the_htmx_answer_is_a_header_that_follows_the_queued_sync(staff_client, queued):

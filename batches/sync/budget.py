@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import cache
+from hashlib import blake2b
 
 from django.conf import settings
 from limits import RateLimitItemPerMinute, storage, strategies
@@ -30,13 +31,20 @@ LONGEST_WAIT = 1.0  # waits are cut into pieces so a stop is noticed
 
 
 @cache
-def _limiter(uri: str) -> strategies.MovingWindowRateLimiter:
+def _limiter(uri: str, account: str) -> strategies.MovingWindowRateLimiter:
     options = {}
     if uri.startswith("rediss://") and not settings.REDIS_SSL_VERIFY:
         options["ssl_cert_reqs"] = "none"
     return strategies.MovingWindowRateLimiter(
-        storage.storage_from_string(uri, key_prefix=NAMESPACE, **options)
+        storage.storage_from_string(uri, key_prefix=f"{NAMESPACE}-{account}", **options)
     )
+
+
+def account_key() -> str:
+    """The budget is the Inkit account's: one window per API base URL and
+    token (a digest, never the token itself)."""
+    digest = blake2b(f"{settings.INKIT_API_BASE_URL} {settings.INKIT_API_TOKEN}".encode(), digest_size=6)
+    return digest.hexdigest()
 
 
 def storage_uri() -> str:
@@ -48,7 +56,7 @@ class Budget:
 
     def __init__(self, per_minute: int, uri: str | None = None):
         self.per_minute = per_minute
-        self.limiter = _limiter(uri or storage_uri())
+        self.limiter = _limiter(uri or storage_uri(), account_key())
         self.everything = RateLimitItemPerMinute(per_minute)
         self.sweep = RateLimitItemPerMinute(max(1, int(per_minute * SWEEP_SHARE)))
         self._pace = 1.0

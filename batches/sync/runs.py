@@ -1070,14 +1070,15 @@ def handoff(run: SyncRun) -> None:
 def summary_line(run: SyncRun) -> str:
     """The one-line account of a run that the log and the command print."""
     seconds = run.duration.total_seconds() if run.duration else 0.0
-    head = f"sync #{run.pk} ({run.get_kind_display().lower()}) {run.outcome} in {seconds:.1f}s"
+    head = f"sync #{run.pk} {run.outcome} in {seconds:.1f}s"
     if run.outcome == SyncRun.Outcome.SKIPPED:
         return f"{head}: {run.note}"
     line = (
-        f"{head}: {run.pages_fetched} pages (of {run.page_count or 0}), "
+        f"{head}: {run.pages_done} of {run.page_count or 0} pages ({run.pages_fetched} reads), "
         f"{run.batches_seen} batches ({run.batches_created} new, {run.batches_updated} changed, "
         f"{run.batches_unchanged} unchanged, {run.batches_gone} gone), "
-        f"{run.api_requests} API requests, {run.api_retries} retries"
+        f"{run.api_requests} API requests, {run.api_retries} retries, "
+        f"{run.get_kind_display().lower()}"
     )
     if run.error:
         line += f"; error: {run.error}"

@@ -38,7 +38,7 @@ class Command(BaseCommand):
         interactive = self.stdout.isatty()
 
         def show_progress(run: SyncRun) -> None:
-            line = f"Page {run.pages_fetched} of {run.page_count or '?'}"
+            line = f"Page {run.pages_done} of {run.page_count or '?'}"
             if interactive:
                 self.stdout.write(f"\r{line}", ending="")
                 self.stdout.flush()
