@@ -91,6 +91,7 @@ def instance(size: int, minutes: float, latency: float, host: str) -> dict:
 
     import django
 
+    sys.path.insert(0, str(ROOT))
     django.setup()
     from batches.models import Batch, SyncRun
     from batches.simulator import InkitSimulator
