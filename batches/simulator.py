@@ -236,6 +236,8 @@ class Faults:
         is first served, these batches are deleted (the entry is then
         removed), shifting the later pages back.
     auto_advance_every: advance() once every N requests.
+    (The listing's changes above and below happen as a request for a page
+    of the list arrives, before any latency or slow wait.)
     created_at_order: which way an explicit sort=created_at lists: "newest"
         first (the vendor's reading, the default) or "oldest" first.
     descending_honoured: whether sort=-created_at lists the other way than
@@ -276,7 +278,7 @@ class RequestRecord:
     status: int
     fault: str | None = None
     method: str = "GET"
-    at: float = 0.0  # When it was answered (time.time()).
+    at: float = 0.0  # When it arrived (time.time()), as a rate limiter would count it.
 
 
 @dataclass(frozen=True, slots=True)
@@ -947,7 +949,6 @@ class InkitSimulator:
                     descending = plain_newest_first
         size = min(page_size, self.max_page_size)
         with self._lock:
-            self._add_before_serving(page)
             view = self._view(
                 sort_key,
                 params.get("search") or "",
@@ -1008,6 +1009,7 @@ class InkitSimulator:
         params = {
             key: values[-1] for key, values in parse_qs(split.query, keep_blank_values=True).items()
         }
+        arrived = time.time()
         with self._lock:
             self._request_count += 1
             number = self._request_count
@@ -1015,6 +1017,13 @@ class InkitSimulator:
             advance = self.faults.auto_advance_every
             if advance and number % advance == 0:
                 self._step()
+        if fault in (None, "slow") and method == "GET" and path.rstrip("/") == "/v1/batch":
+            # The listing changes as the request arrives, before any wait:
+            # a slow answer the client gave up on changes nothing later.
+            if headers.get("X-Inkit-API-Token") == self.token:
+                page = params.get("page", "1")
+                with self._lock:
+                    self._add_before_serving(int(page) if _DIGITS.fullmatch(page) else 1)
         if self.faults.latency_seconds > 0:
             time.sleep(self.faults.latency_seconds)
         try:
@@ -1027,7 +1036,7 @@ class InkitSimulator:
         with self._lock:
             self.requests.append(
                 RequestRecord(
-                    path, params, 0 if response.reset else response.status, fault, method, time.time()
+                    path, params, 0 if response.reset else response.status, fault, method, arrived
                 )
             )
         return response

@@ -41,7 +41,13 @@ def assert_mirrors_but_for_deleted_after_reading(sim) -> None:
     expected = sim.snapshot()
     present = set(Batch.objects.present().values_list("id", flat=True))
     missing = set(expected) - present
-    assert not missing, [(m, expected[m]["created_at"], Batch.objects.filter(pk=m).values_list("gone_at", flat=True).first()) for m in missing]
+    if missing:
+        import os
+        if os.environ.get("SYNC_DEBUG"):
+            print("REQUESTS", [(r.path[-6:], r.params.get("page"), r.params.get("sort"), r.params.get("page_size"), round(r.at % 100, 4), r.status) for r in sim.requests[-40:]])
+            print("MISSING", [(m, expected[m]["created_at"]) for m in missing])
+            print("RUN", SyncRun.objects.order_by("-pk").values_list("note", "pages_fetched", "api_requests").first())
+    assert not missing
     assert present - set(expected) <= set(sim.deleted_while_listing)
     assert not Batch.objects.filter(pk__in=list(expected), gone_at__isnull=False).exists()
     for batch in Batch.objects.filter(pk__in=list(expected)):

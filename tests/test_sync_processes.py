@@ -50,6 +50,9 @@ def test_two_workers_and_beat_never_exceed_the_budget_in_any_minute(simulator, s
 
     budget = 40
     simulator.add_batches(2900, status="Completed")  # 120 pages of 25
+    # A verified sweep first (here, unbudgeted), so beat's quick syncs run as
+    # quick syncs: each reads the in-flight batches, a dozen a minute.
+    assert sync_all().outcome == SyncRun.Outcome.SUCCEEDED
     app.control.purge()
     env = base_env(
         DATABASE_URL=database_url_for_tests(),
@@ -75,12 +78,13 @@ def test_two_workers_and_beat_never_exceed_the_budget_in_any_minute(simulator, s
     stop_all([beat, *workers])
 
     times = [record.at for record in simulator.requests]
-    assert len(times) >= budget, "the budget was never reached: the test proves nothing"
-    assert worst_minute(times) <= budget
+    worst = worst_minute(times)
+    assert worst <= budget
+    # The runs wanted more than the budget, so the window was full: the cap
+    # was what held them back.
+    assert worst >= 0.8 * budget, f"only {worst} requests in the busiest minute: the test proves nothing"
     runs = SyncRun.objects.exclude(outcome=SyncRun.Outcome.SKIPPED)
-    assert {run.kind for run in runs} == {SyncRun.Kind.FULL, SyncRun.Kind.QUICK} or runs.filter(
-        kind=SyncRun.Kind.FULL
-    ).exists()
+    assert {run.kind for run in runs} == {SyncRun.Kind.FULL, SyncRun.Kind.QUICK}
     print(f"{len(times)} requests in {times[-1] - times[0]:.0f} s, at most {worst_minute(times)} in any minute")
 
 
@@ -88,6 +92,7 @@ def test_a_killed_worker_stops_showing_as_syncing_and_its_lock_is_taken_over(sim
     """SIGKILL mid-sweep: no goodbye, no release. The header stops showing
     the run as syncing once its heartbeat lapses (SYNC_LOCK_SECONDS, 45 by
     default), and the next sweep then takes the lock over."""
+    simulator.add_batches(500, status="Completed")  # 126 pages of 5, 0.2 s each: about 25 s
     simulator.faults.latency_seconds = 0.2
     env = base_env(
         DATABASE_URL=database_url_for_tests(),
@@ -107,8 +112,9 @@ def test_a_killed_worker_stops_showing_as_syncing_and_its_lock_is_taken_over(sim
         60, "the sweep getting under way", every=0.1,
     )
     # Beating: the lock stays ahead of the clock while the sweep reads.
-    time.sleep(2 * settings.SYNC_LOCK_SECONDS / 9)
+    time.sleep(1.5 * settings.SYNC_LOCK_SECONDS / 9)
     assert SyncStatus.load().running == run
+    assert SyncRun.objects.get(pk=run.pk).outcome == SyncRun.Outcome.RUNNING
 
     worker.signal(signal.SIGKILL)
     worker.wait(10)

@@ -904,10 +904,17 @@ class QuickSync(_Run):
 
 
 def copy_stats(run: SyncRun, client: InkitClient) -> None:
+    """The client's figures since the run began (a client may serve several
+    runs: the tests')."""
     stats = client.stats
-    run.api_requests = stats.requests
-    run.api_retries = stats.retries
-    run.api_responses = dict(stats.responses)
+    base = getattr(client, "stats_at_start", {}).get(run.pk, (0, 0, {}))
+    run.api_requests = stats.requests - base[0]
+    run.api_retries = stats.retries - base[1]
+    run.api_responses = {
+        status: count - base[2].get(status, 0)
+        for status, count in stats.responses.items()
+        if count - base[2].get(status, 0)
+    }
 
 
 def build_client(deadline: float) -> InkitClient:
@@ -1004,6 +1011,9 @@ def sync_all(
     work: _Run | None = None
     try:
         client = client or build_client(deadline)
+        starts = getattr(client, "stats_at_start", {})
+        starts[run.pk] = (client.stats.requests, client.stats.retries, dict(client.stats.responses))
+        client.stats_at_start = starts
         _gate(client, budgets.from_settings(), sweep=kind == SyncRun.Kind.FULL, deadline=deadline, heartbeat=heartbeat)
         options = dict(
             concurrency=concurrency or settings.SYNC_CONCURRENCY,

@@ -12,6 +12,7 @@ fast again.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -42,6 +43,7 @@ def touch_and_fingerprints(
     """
     table = _table(model)
     if postgres():
+        _relax_session()
         sql = (
             f"UPDATE {table} SET checked_at = GREATEST(checked_at, %s) WHERE id = ANY(%s) "
             "RETURNING id, fingerprint, gone_at, checked_at"
@@ -75,6 +77,21 @@ def _datetime_converter():
         return make_aware(parsed) if parsed is not None and parsed.tzinfo is None else parsed
 
     return convert
+
+
+_relaxed: weakref.WeakSet = weakref.WeakSet()  # psycopg connections already relaxed
+
+
+def _relax_session() -> None:
+    """checked_at moves on every page read, outside any transaction: let
+    this connection's commits skip waiting for the WAL flush (a crash could
+    lose the last few of these updates, which the next read makes again)."""
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw not in _relaxed:
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO OFF")
+        _relaxed.add(raw)
 
 
 def relax_commit() -> None:
