@@ -150,6 +150,26 @@ def test_a_window_page_holds_both_positions(low, high, largest, expected):
     assert (page - 1) * size <= low and high < page * size
 
 
+def test_a_read_keeps_only_the_ends_of_its_page():
+    full = read(1, list(range(100)), size=100)
+    assert full.count == 100 and len(full.ids) == 24
+    assert full.index_of("b0") == 0 and full.index_of("b99") == 99 and full.index_of("b50") is None
+    # A re-read shifted by fewer than the ends it keeps still overlaps.
+    assert full.overlaps(read(1, list(range(11, 111)), size=100))
+    assert not full.overlaps(read(1, list(range(40, 140)), size=100))
+
+
+def test_seen_batches_tell_a_copy_read_again():
+    from batches.sync.listing import SeenBatches
+
+    seen = SeenBatches()
+    assert seen.add("rb_1") and not seen.add("rb_1")
+    assert "rb_1" in seen and "rb_2" not in seen
+    seen.add("rb_2")
+    seen.freeze()
+    assert len(seen) == 2 and "rb_2" in seen
+
+
 def test_segments_cover_every_page_once_in_order():
     assert planned_segments(1, 10, 4) == [[1, 2, 3], [4, 5, 6], [7, 8], [9, 10]]
     assert planned_segments(2, 3, 8) == [[2], [3]]

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import itertools
 import threading
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,22 +83,47 @@ class Clock:
             return next(self._ticks)
 
 
-@dataclass(frozen=True, eq=False)
+# A read keeps the ids at each end of its page, this many each side: what
+# overlaps with a neighbouring page or a re-read of the same page shifted by
+# fewer batches than this. A shift of more (a burst of creations or
+# deletions mid-read) only costs more re-reads: an overlap is a sufficient
+# proof, never a necessary one. So a sweep's memory stays flat.
+EDGE = 12
+
+
 class Read:
     """One page as served, as far as completeness is concerned."""
 
-    page: int  # the number asked for
-    size: int  # the page size served
-    page_count: int
-    total_count: int | None
-    ids: tuple[str, ...]
-    created: tuple[datetime, ...]
-    sent: int = 0  # Clock ticks
-    received: int = 0
-    id_set: frozenset[str] = field(init=False, repr=False)
+    __slots__ = (
+        "page", "size", "page_count", "total_count", "count", "ids", "id_set", "_index",
+        "first_created", "last_created", "seen", "sent", "received",
+    )
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "id_set", frozenset(self.ids))
+    def __init__(
+        self,
+        page: int,
+        size: int,
+        page_count: int,
+        total_count: int | None,
+        ids: Sequence[str],
+        created: Sequence[datetime],
+        sent: int = 0,
+        received: int = 0,
+    ):
+        self.page = page  # the number asked for
+        self.size = size  # the page size served
+        self.page_count = page_count
+        self.total_count = total_count
+        self.count = len(ids)
+        kept = range(len(ids)) if len(ids) <= 2 * EDGE else [*range(EDGE), *range(len(ids) - EDGE, len(ids))]
+        self.ids = tuple(ids[i] for i in kept)
+        self._index = {ids[i]: i for i in kept}
+        self.id_set = frozenset(self.ids)
+        self.first_created = created[0] if created else None
+        self.last_created = created[-1] if created else None
+        self.seen = seen_order(created)
+        self.sent = sent  # Clock ticks
+        self.received = received
 
     @classmethod
     def of(cls, page: Page, asked: int, sent: int = 0, received: int = 0) -> Read:
@@ -105,11 +132,14 @@ class Read:
             size=page.page_size,
             page_count=page.page_count,
             total_count=page.total_count,
-            ids=tuple(item.id for item in page.items),
-            created=tuple(item.created_at for item in page.items),
+            ids=[item.id for item in page.items],
+            created=[item.created_at for item in page.items],
             sent=sent,
             received=received,
         )
+
+    def __repr__(self) -> str:
+        return f"Read(page={self.page}, size={self.size}, count={self.count}, sent={self.sent})"
 
     @property
     def is_last(self) -> bool:
@@ -126,15 +156,14 @@ class Read:
     def overlaps(self, other: Read) -> bool:
         return not self.id_set.isdisjoint(other.id_set)
 
+    def index_of(self, batch_id: str) -> int | None:
+        return self._index.get(batch_id)
+
     def newest_end(self, order: Order) -> datetime | None:
-        if not self.created:
-            return None
-        return self.created[-1] if order == Order.ASCENDING else self.created[0]
+        return self.last_created if order == Order.ASCENDING else self.first_created
 
     def oldest_end(self, order: Order) -> datetime | None:
-        if not self.created:
-            return None
-        return self.created[0] if order == Order.ASCENDING else self.created[-1]
+        return self.first_created if order == Order.ASCENDING else self.last_created
 
 
 def next_towards_oldest(order: Order, page: int) -> int:
@@ -225,10 +254,10 @@ def verify(chain: Sequence[Read], order: Order) -> Verdict:
 
 def page_problem(read: Read, order: Order) -> str | None:
     """Why one page cannot be part of a verified listing, if it cannot."""
-    seen = seen_order(read.created)
+    seen = read.seen
     if seen == Seen.MIXED or seen not in (Seen.AMBIGUOUS, Seen(order.value)):
         return f"page {read.page} was not in created_at order"
-    if not read.ids and read.page < read.page_count:
+    if not read.count and read.page < read.page_count:
         return f"page {read.page} of {read.page_count} was empty"
     return None
 
@@ -246,18 +275,17 @@ def window(low: int, high: int, max_size: int) -> tuple[int, int] | None:
 
 def position_of(read: Read, batch_id: str) -> int | None:
     """Where a batch stood in the listing when the read was served."""
-    try:
-        return (read.page - 1) * read.size + read.ids.index(batch_id)
-    except ValueError:
-        return None
+    index = read.index_of(batch_id)
+    return None if index is None else (read.page - 1) * read.size + index
 
 
 def between(read: Read, newer: Read, older: Read, order: Order) -> list[str] | None:
-    """The ids `read` holds between the two sides of a boundary, when it
-    holds a batch of each (then everything between them is on it); None
-    when it does not span the boundary."""
-    newer_at = [i for i, batch_id in enumerate(read.ids) if batch_id in newer.id_set]
-    older_at = [i for i, batch_id in enumerate(read.ids) if batch_id in older.id_set]
+    """When `read` holds a batch of each side of a boundary (then everything
+    between them is on it, and was written with it): the ids it kept from
+    between them; None when it does not span the boundary."""
+    at = read._index
+    newer_at = [at[batch_id] for batch_id in read.ids if batch_id in newer.id_set]
+    older_at = [at[batch_id] for batch_id in read.ids if batch_id in older.id_set]
     if not newer_at or not older_at:
         return None
     if order == Order.ASCENDING:
@@ -266,7 +294,7 @@ def between(read: Read, newer: Read, older: Read, order: Order) -> list[str] | N
         low, high = max(newer_at), min(older_at)
     if low >= high:
         return None
-    return list(read.ids[low + 1 : high])
+    return [batch_id for batch_id in read.ids if low < at[batch_id] < high]
 
 
 def planned_segments(first: int, last: int, count: int) -> list[list[int]]:
@@ -316,5 +344,43 @@ class Tally:
         return "; ".join(parts) + "; " + end
 
 
-def unseen(ids: Iterable[str], seen: set[str]) -> list[str]:
-    return [batch_id for batch_id in ids if batch_id not in seen]
+class SeenBatches:
+    """The batches a run has read, by a 64-bit hash of the id: 8 bytes each
+    in an array (a million batches: 8 MB), plus a set of the recent ones to
+    tell a batch read twice (neighbouring pages, a re-read). A copy read
+    again long after (past RECENT batches) is written again, which costs
+    nothing when it did not change. After freeze(), membership is exact."""
+
+    RECENT = 50_000
+
+    def __init__(self) -> None:
+        self._all = array("q")
+        self._recent: set[int] = set()
+        self._sorted = array("q")
+
+    def add(self, batch_id: str) -> bool:
+        """Note the batch; False when it was read moments ago."""
+        key = hash(batch_id)
+        if key in self._recent:
+            return False
+        if len(self._recent) >= self.RECENT:
+            self._recent = set()
+        self._recent.add(key)
+        self._all.append(key)
+        return True
+
+    def freeze(self) -> None:
+        """Sort what was read, for exact membership and count."""
+        keys = sorted(set(self._all))
+        self._sorted = array("q", keys)
+
+    def __contains__(self, batch_id: object) -> bool:
+        key = hash(batch_id)
+        if key in self._recent:
+            return True
+        position = bisect_left(self._sorted, key)
+        return position < len(self._sorted) and self._sorted[position] == key
+
+    def __len__(self) -> int:
+        """Distinct batches after freeze(); reads so far before it."""
+        return len(self._sorted) if self._sorted else len(self._all)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from queue import Queue
+from queue import Empty, Queue
 
 from django.conf import settings
 from django.db import IntegrityError, connection
@@ -210,7 +210,7 @@ class _Run:
         self.sort = listing.sort or "created_at"
         self.clock = completeness.Clock()
         self.tally = completeness.Tally()
-        self.seen: set[int] = set()  # hash(id) of every batch read this run
+        self.seen = completeness.SeenBatches()
         self.rejected: list[str] = []
         self.result = UpsertResult()
         self.wrote = False
@@ -266,9 +266,7 @@ class _Run:
         )
         fresh = []
         for item in page.items:
-            key = hash(item.id)
-            if key not in self.seen:
-                self.seen.add(key)
+            if self.seen.add(item.id):
                 fresh.append(item)
         self.write(fresh, fetched.read_at, page_count=page.page_count, pages=1)
         return len(fresh)
@@ -314,7 +312,7 @@ class _Run:
             answers = list(pool.map(self._get_one, batch_ids))
         found = [batch for batch in answers if batch is not None]
         for batch in found:
-            self.seen.add(hash(batch.id))
+            self.seen.add(batch.id)
         if found:
             self.write_now(found, read_at)
         return dict(zip(batch_ids, answers, strict=True))
@@ -355,6 +353,7 @@ class _Run:
         if self.writers is not None:
             writers, self.writers = self.writers, None
             writers.close()
+        self.seen.freeze()
         self.run.batches_seen = len(self.seen)
         self.keep_fresh(force=True)
 
@@ -448,7 +447,7 @@ class FullSweep(_Run):
         oldest first (the order whose reading nothing can slip past).
         Returns (order, the page-1 read to start from, why not verifiable)."""
         first = self.read(1)
-        seen = completeness.seen_order(first.created)
+        seen = first.seen
         remembered = self.listing.order
         if seen == completeness.Seen.ASCENDING:
             return self.learned(Order.ASCENDING, first)
@@ -460,7 +459,7 @@ class FullSweep(_Run):
         if seen in (completeness.Seen.DESCENDING, completeness.Seen.AMBIGUOUS):
             self.sort, asked = SORTS[self.sort], self.sort
             other = self.read(1)
-            other_seen = completeness.seen_order(other.created)
+            other_seen = other.seen
             if other_seen == completeness.Seen.ASCENDING:
                 return self.learned(Order.ASCENDING, other)
             if seen == completeness.Seen.DESCENDING and other_seen != completeness.Seen.MIXED:
@@ -527,7 +526,10 @@ class FullSweep(_Run):
         of each segment, in reading order."""
         if not segments:
             return []
-        arrivals: Queue[tuple[int, _Fetched | None, BaseException | None]] = Queue()
+        # Bounded: readers wait for the writing, so memory stays flat.
+        arrivals: Queue[tuple[int, _Fetched | None, BaseException | None]] = Queue(
+            maxsize=max(2, len(segments))
+        )
         results: list[list[Read]] = [[] for _ in segments]
         top = len(segments) - 1
 
@@ -561,8 +563,11 @@ class FullSweep(_Run):
                     results[index].append(fetched.read)
         finally:
             self.stop_segments.set()
-            for thread in threads:
-                thread.join()
+            while any(thread.is_alive() for thread in threads):
+                try:  # A reader may be waiting to hand over a page: take it.
+                    arrivals.get(timeout=0.05)
+                except Empty:
+                    pass
             self.stop_segments.clear()
         if error is not None:
             raise error
@@ -630,7 +635,7 @@ class FullSweep(_Run):
         while number < probe.page_count:
             number += 1
             read = self.read(number)
-            if read.is_last or not read.ids:
+            if read.is_last or not read.count:
                 break
 
     def read_new_head(self, chain: list[Read], order: Order) -> list[Read]:
@@ -814,7 +819,7 @@ class QuickSync(_Run):
             found_head = True
             self.last_known = set()
             self.take(fetched)
-            if self.last_known or not read.ids:
+            if self.last_known or not read.count:
                 return True
             if (order == Order.ASCENDING and read.page == 1) or (
                 order == Order.DESCENDING and read.is_last
@@ -838,7 +843,7 @@ class QuickSync(_Run):
         flying = [
             (batch_id, created)
             for batch_id, created in Batch.objects.in_flight(now).values_list("id", "created_at")
-            if hash(batch_id) not in self.seen
+            if batch_id not in self.seen
         ]
         if not flying:
             return
@@ -870,9 +875,11 @@ class QuickSync(_Run):
             if len(ids) < 2:
                 singles.extend(ids)
                 continue
-            read = self.read(number)
-            singles.extend(batch_id for batch_id in ids if batch_id not in read.id_set)
-        self.get_each([batch_id for batch_id in singles if hash(batch_id) not in self.seen])
+            fetched = self.fetch(number)
+            self.take(fetched)
+            on_page = {item.id for item in fetched.page.items}
+            singles.extend(batch_id for batch_id in ids if batch_id not in on_page)
+        self.get_each([batch_id for batch_id in singles if batch_id not in self.seen])
 
     def read_stalest(self) -> None:
         """A few other In Progress batches, those read longest ago, when the
@@ -886,7 +893,7 @@ class QuickSync(_Run):
             .in_progress()
             .order_by("checked_at", "id")
             .values_list("id", flat=True)[: QUICK_EXTRA + len(self.seen)]
-            if hash(batch_id) not in self.seen
+            if batch_id not in self.seen
         ][:QUICK_EXTRA]
         self.get_each(stalest)
 

@@ -10,7 +10,7 @@ refuses can later be written batch by batch to set the one bad batch aside
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
@@ -284,13 +284,12 @@ def _change_event(old: dict, new: _BatchRow, destinations: dict, now: datetime) 
     )
 
 
-def unlisted(seen: set[int]) -> list[str]:
-    """Present batches whose id's hash is not in `seen`: the ones a complete
-    listing did not include."""
+def unlisted(seen: Container[str]) -> list[str]:
+    """Present batches not in `seen`: the ones a complete listing did not include."""
     return [
         batch_id
         for batch_id in Batch.objects.present().values_list("id", flat=True).iterator(chunk_size=5000)
-        if hash(batch_id) not in seen
+        if batch_id not in seen
     ]
 
 
