@@ -95,7 +95,7 @@ class Read:
     """One page as served, as far as completeness is concerned."""
 
     __slots__ = (
-        "page", "size", "page_count", "total_count", "count", "ids", "id_set", "_index",
+        "page", "size", "page_count", "total_count", "count", "ids", "_index",
         "first_created", "last_created", "seen", "sent", "received",
     )
 
@@ -118,7 +118,6 @@ class Read:
         kept = range(len(ids)) if len(ids) <= 2 * EDGE else [*range(EDGE), *range(len(ids) - EDGE, len(ids))]
         self.ids = tuple(ids[i] for i in kept)
         self._index = {ids[i]: i for i in kept}
-        self.id_set = frozenset(self.ids)
         self.first_created = created[0] if created else None
         self.last_created = created[-1] if created else None
         self.seen = seen_order(created)
@@ -153,8 +152,13 @@ class Read:
     def served_before(self, other: Read) -> bool:
         return self.received < other.sent
 
+    @property
+    def id_set(self):
+        """The ids kept, as a set-like view."""
+        return self._index.keys()
+
     def overlaps(self, other: Read) -> bool:
-        return not self.id_set.isdisjoint(other.id_set)
+        return not self._index.keys().isdisjoint(other._index.keys())
 
     def index_of(self, batch_id: str) -> int | None:
         return self._index.get(batch_id)
@@ -351,7 +355,7 @@ class SeenBatches:
     again long after (past RECENT batches) is written again, which costs
     nothing when it did not change. After freeze(), membership is exact."""
 
-    RECENT = 50_000
+    RECENT = 20_000
 
     def __init__(self) -> None:
         self._all = array("q")
