@@ -421,13 +421,14 @@ class FullSweep(_Run):
             problems += verdict.problems
             if verdict.suspicious:
                 problems.append(
-                    f"{len(verdict.suspicious)} page boundaries could not be re-checked "
-                    "(batches were deleted while it read)"
+                    f"{len(verdict.suspicious)} page boundaries could not be proven joined "
+                    "(batches moved while it read)"
                 )
         if self.latest_total is not None and len(self.seen) + len(self.rejected) < self.latest_total:
             problems.append(f"{len(self.seen):,} batches read but Inkit reported {self.latest_total:,}")
         if problems:
-            self.run.note = self.tally.sentence(complete=False, gone=0, reason="; ".join(problems))
+            sentence = self.tally.sentence(complete=False, gone=0, reason="; ".join(problems))
+            self.run.note = " ".join([sentence, *self.notes])
             self.run.outcome = SyncRun.Outcome.UNVERIFIED
             self.save_listing()
             return
