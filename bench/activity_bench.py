@@ -87,7 +87,9 @@ def instance(size: int, minutes: float, latency: float, host: str) -> dict:
     var_dir.mkdir(parents=True)
     env = base_env(f"postgres://postgres@{host}:5432/{name}", var_dir, token)
     os.environ.update(env)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
 
     import django
 
@@ -97,7 +99,9 @@ def instance(size: int, minutes: float, latency: float, host: str) -> dict:
     from batches.simulator import InkitSimulator
 
     started = time.perf_counter()
-    sim = InkitSimulator(batches=size, seed=size, token=token, max_page_size=PAGE_SIZE, activity=True)
+    sim = InkitSimulator(
+        batches=size, seed=size, token=token, max_page_size=PAGE_SIZE, activity=True
+    )
     generated = time.perf_counter() - started
     server = sim.serve()
     env["INKIT_API_BASE_URL"] = server.url
@@ -106,7 +110,12 @@ def instance(size: int, minutes: float, latency: float, host: str) -> dict:
     probe_first = cpu_probe()
     first_env = dict(env, INKIT_MAX_REQUESTS_PER_MINUTE="100000000")
     started = time.perf_counter()
-    subprocess.run([sys.executable, "manage.py", "sync_batches", "-v", "0"], cwd=ROOT, env=first_env, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "sync_batches", "-v", "0"],
+        cwd=ROOT,
+        env=first_env,
+        check=True,
+    )
     first_seconds = time.perf_counter() - started
 
     # Life: real time, 100 ms a request, the default settings.
@@ -121,14 +130,47 @@ def instance(size: int, minutes: float, latency: float, host: str) -> dict:
     liver.start()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--pool", "threads", "--concurrency", "4",
-             "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dashboard",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "4",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         ),
         subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "dashboard", "beat", "--loglevel", "WARNING",
-             "--schedule", str(var_dir / "celerybeat-schedule")],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dashboard",
+                "beat",
+                "--loglevel",
+                "WARNING",
+                "--schedule",
+                str(var_dir / "celerybeat-schedule"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         ),
     ]
     window_started = time.time()
@@ -166,13 +208,24 @@ def instance(size: int, minutes: float, latency: float, host: str) -> dict:
     unmatched = len(pending)
     oldest_unmatched = max((time.time() - at for at in pending.values()), default=0.0)
 
-    runs = list(SyncRun.objects.filter(started_at__gte=_aware(window_started)).order_by("started_at"))
-    quick = [r for r in runs if r.kind == SyncRun.Kind.QUICK and r.outcome == SyncRun.Outcome.SUCCEEDED]
-    sweeps = [r for r in runs if r.kind == SyncRun.Kind.FULL and r.outcome != SyncRun.Outcome.SKIPPED]
+    runs = list(
+        SyncRun.objects.filter(started_at__gte=_aware(window_started)).order_by("started_at")
+    )
+    quick = [
+        r for r in runs if r.kind == SyncRun.Kind.QUICK and r.outcome == SyncRun.Outcome.SUCCEEDED
+    ]
+    sweeps = [
+        r for r in runs if r.kind == SyncRun.Kind.FULL and r.outcome != SyncRun.Outcome.SKIPPED
+    ]
 
     # Frozen: one more quick sync (no budget), then every row against the simulator.
     sim.faults.latency_seconds = 0
-    subprocess.run([sys.executable, "manage.py", "sync_batches", "--quick", "-v", "0"], cwd=ROOT, env=first_env, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "sync_batches", "--quick", "-v", "0"],
+        cwd=ROOT,
+        env=first_env,
+        check=True,
+    )
     expected = sim.snapshot()
     stored = dict(Batch.objects.present().values_list("id", "raw").iterator(chunk_size=10000))
     mismatches = {
@@ -205,10 +258,18 @@ def instance(size: int, minutes: float, latency: float, host: str) -> dict:
         "window_minutes": minutes,
         "cpu_probes": [round(p, 2) for p in probes],
         "quick_syncs": len(quick),
-        "quick_requests_median": statistics.median([r.api_requests for r in quick]) if quick else None,
-        "quick_requests_mean": round(statistics.mean([r.api_requests for r in quick]), 1) if quick else None,
+        "quick_requests_median": statistics.median([r.api_requests for r in quick])
+        if quick
+        else None,
+        "quick_requests_mean": round(statistics.mean([r.api_requests for r in quick]), 1)
+        if quick
+        else None,
         "quick_requests_max": max((r.api_requests for r in quick), default=None),
-        "quick_seconds_median": round(statistics.median([r.duration.total_seconds() for r in quick]), 2) if quick else None,
+        "quick_seconds_median": round(
+            statistics.median([r.duration.total_seconds() for r in quick]), 2
+        )
+        if quick
+        else None,
         "changes_seen": len(lags) + unmatched,
         "freshness_p50": percentile(lags, 0.5),
         "freshness_p95": percentile(lags, 0.95),
@@ -228,7 +289,9 @@ def _aware(timestamp: float):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--latency", type=float, default=0.1)
@@ -237,8 +300,18 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     children = {
         size: subprocess.Popen(
-            [sys.executable, __file__, "instance", str(size), str(args.minutes), str(args.latency), args.host],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                __file__,
+                "instance",
+                str(size),
+                str(args.minutes),
+                str(args.latency),
+                args.host,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for size in map(int, args.sizes.split(","))
     }
@@ -254,12 +327,18 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"activity-{stamp}.json").write_text(json.dumps(results, indent=2))
     print()
-    print("| batches | quick syncs | requests/quick sync (median, mean, max) | wall/quick sync | freshness p50 / p95 / max | unmatched at end | full sweeps | mismatches after |")
+    print(
+        "| batches | quick syncs | requests/quick sync (median, mean, max) | wall/quick sync | freshness p50 / p95 / max | unmatched at end | full sweeps | mismatches after |"
+    )
     print("|---:|---:|---|---:|---|---:|---|---|")
     for r in results:
         sweeps = "; ".join(
             f"{s['outcome']} {s['minutes']} min, {s['pages_per_minute']} pages/min"
-            + (f" (all pages: {s['minutes_at_that_pace_for_every_page']} min)" if s["outcome"] == "failed" else "")
+            + (
+                f" (all pages: {s['minutes_at_that_pace_for_every_page']} min)"
+                if s["outcome"] == "failed"
+                else ""
+            )
             for s in r["sweeps"]
         )
         print(
@@ -271,6 +350,10 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "instance":
-        print(json.dumps(instance(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5])))
+        print(
+            json.dumps(
+                instance(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5])
+            )
+        )
     else:
         main()

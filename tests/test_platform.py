@@ -22,20 +22,19 @@ from django.conf import settings
 
 from batches.models import SyncLock, SyncRun
 from batches.simulator import InkitSimulator
-from batches.tasks import sync_batches
 
 from .processes import (
     PLATFORM_GRACE_SECONDS,
     ROOT,
     Process,
     base_env,
-    database_url_for_tests,
     free_port,
     poll,
     procfile,
     run_to_completion,
     silent_port,
     stop_all,
+    sweep_on_a_worker,
     throwaway_database,
 )
 
@@ -303,27 +302,7 @@ def test_the_worker_stops_a_running_sync_cleanly_on_sigterm(simulator, settings,
     failed, releases the lock, and the worker exits 0 well inside 30 s."""
     # 127 batches, 5 to a page, one page at a time, 0.2 s each: about 6 s.
     simulator.faults.latency_seconds = 0.2
-    env = base_env(
-        DATABASE_URL=database_url_for_tests(),
-        INKIT_API_BASE_URL=settings.INKIT_API_BASE_URL,
-        INKIT_API_TOKEN=settings.INKIT_API_TOKEN,
-        INKIT_PAGE_SIZE="5",
-        SYNC_CONCURRENCY="1",
-        WORKER_CONCURRENCY="1",
-    )
-    worker = Process("worker", procfile()["worker"], env)
-    processes.append(worker)
-    worker.wait_for_line(r"celery@\S+ ready\.")
-
-    sync_batches.delay(trigger=SyncRun.Trigger.MANUAL)
-    run = poll(
-        lambda: SyncRun.objects.filter(
-            outcome=SyncRun.Outcome.RUNNING, pages_fetched__gte=2
-        ).first(),
-        60,
-        "the sync getting under way",
-        every=0.1,
-    )
+    worker, run = sweep_on_a_worker(settings, processes)
     assert run.page_count and run.page_count > run.pages_fetched + 5  # far from done
 
     started = time.monotonic()

@@ -24,8 +24,16 @@ T = datetime(2026, 1, 1, tzinfo=UTC)
 ASC, DESC = Order.ASCENDING, Order.DESCENDING
 
 
-def read(page: int, numbers: list[int], *, pages: int = 3, total: int | None = None, at: int = 0,
-         size: int = 3, order: Order = ASC) -> Read:
+def read(
+    page: int,
+    numbers: list[int],
+    *,
+    pages: int = 3,
+    total: int | None = None,
+    at: int = 0,
+    size: int = 3,
+    order: Order = ASC,
+) -> Read:
     """A read of `page` holding batches b<n> (created n minutes after T),
     served at tick `at` (sent at..., received at+1)."""
     return Read(
@@ -67,20 +75,64 @@ BOUNDARIES = [
     # A shared batch joins any two reads, whatever their order.
     ("asc overlap", read(3, [6, 7, 8], at=5), read(2, [4, 5, 6], at=0), ASC, True, None),
     # Newest first, forward, total steady or growing: clean.
-    ("desc forward", read(1, [9, 8, 7], at=0, order=DESC, total=9), read(2, [6, 5, 4], at=5, total=9), DESC, True, None),
-    ("desc forward grew", read(1, [9, 8, 7], at=0, total=9), read(2, [6, 5, 4], at=5, total=11), DESC, True, None),
+    (
+        "desc forward",
+        read(1, [9, 8, 7], at=0, order=DESC, total=9),
+        read(2, [6, 5, 4], at=5, total=9),
+        DESC,
+        True,
+        None,
+    ),
+    (
+        "desc forward grew",
+        read(1, [9, 8, 7], at=0, total=9),
+        read(2, [6, 5, 4], at=5, total=11),
+        DESC,
+        True,
+        None,
+    ),
     # ... total dropped by 2 with no overlap: up to 2 batches may hide.
-    ("desc forward dropped", read(1, [9, 8, 7], at=0, total=9), read(2, [5, 4, 3], at=5, total=7), DESC, False, 2),
-    ("desc backward", read(1, [9, 8, 7], at=5, total=9), read(2, [6, 5, 4], at=0, total=9), DESC, False, None),
-    ("desc overlap after drop", read(1, [9, 8, 7], at=0, total=9), read(2, [7, 6, 5], at=5, total=7), DESC, True, None),
+    (
+        "desc forward dropped",
+        read(1, [9, 8, 7], at=0, total=9),
+        read(2, [5, 4, 3], at=5, total=7),
+        DESC,
+        False,
+        2,
+    ),
+    (
+        "desc backward",
+        read(1, [9, 8, 7], at=5, total=9),
+        read(2, [6, 5, 4], at=0, total=9),
+        DESC,
+        False,
+        None,
+    ),
+    (
+        "desc overlap after drop",
+        read(1, [9, 8, 7], at=0, total=9),
+        read(2, [7, 6, 5], at=5, total=7),
+        DESC,
+        True,
+        None,
+    ),
     # Not neighbouring pages: nothing is known.
     ("asc not neighbours", read(3, [7, 8, 9], at=0), read(1, [4, 5, 6], at=5), ASC, False, None),
-    ("desc other page size", read(1, [9, 8, 7], at=0), read(2, [6, 5, 4, 3], at=5, size=4), DESC, False, None),
+    (
+        "desc other page size",
+        read(1, [9, 8, 7], at=0),
+        read(2, [6, 5, 4, 3], at=5, size=4),
+        DESC,
+        False,
+        None,
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("newer", "older", "order", "clean", "gap"), [case[1:] for case in BOUNDARIES], ids=[case[0] for case in BOUNDARIES]
+    ("newer", "older", "order", "clean", "gap"),
+    [case[1:] for case in BOUNDARIES],
+    ids=[case[0] for case in BOUNDARIES],
 )
 def test_a_boundary_is_clean_only_when_nothing_can_hide_there(newer, older, order, clean, gap):
     boundary = classify(newer, older, order)
@@ -95,16 +147,63 @@ def test_pages_that_do_not_abut_in_order_are_reported():
 
 CHAINS = [
     # (name, chain from the newest end, order, problems, suspicious boundaries)
-    ("asc complete", [read(3, [7, 8], at=0), read(2, [4, 5, 6], at=2), read(1, [1, 2, 3], at=4)], ASC, [], 0),
-    ("asc head not last", [read(2, [4, 5, 6], at=2), read(1, [1, 2, 3], at=4)], ASC,
-     ["the newest end of the listing was not read"], 0),
-    ("asc tail not page 1", [read(3, [7, 8], at=0), read(2, [4, 5, 6], at=2)], ASC,
-     ["the oldest end of the listing was not read"], 0),
-    ("asc seam served concurrently", [read(3, [7, 8], at=0), read(2, [4, 5, 6], at=0), read(1, [1, 2, 3], at=4)], ASC, [], 1),
-    ("desc complete", [read(1, [9, 8, 7], at=0, total=8), read(2, [6, 5, 4], at=2, total=8), read(3, [3, 2], at=4, total=8)], DESC, [], 0),
-    ("desc gap", [read(1, [9, 8, 7], at=0, total=8), read(2, [5, 4, 3], at=2, total=7), read(3, [2], at=4, total=7)], DESC, [], 1),
-    ("desc empty middle", [read(1, [9, 8, 7], at=0), read(2, [], at=2), read(3, [3], at=4)], DESC,
-     ["page 2 of 3 was empty"], 0),
+    (
+        "asc complete",
+        [read(3, [7, 8], at=0), read(2, [4, 5, 6], at=2), read(1, [1, 2, 3], at=4)],
+        ASC,
+        [],
+        0,
+    ),
+    (
+        "asc head not last",
+        [read(2, [4, 5, 6], at=2), read(1, [1, 2, 3], at=4)],
+        ASC,
+        ["the newest end of the listing was not read"],
+        0,
+    ),
+    (
+        "asc tail not page 1",
+        [read(3, [7, 8], at=0), read(2, [4, 5, 6], at=2)],
+        ASC,
+        ["the oldest end of the listing was not read"],
+        0,
+    ),
+    (
+        "asc seam served concurrently",
+        [read(3, [7, 8], at=0), read(2, [4, 5, 6], at=0), read(1, [1, 2, 3], at=4)],
+        ASC,
+        [],
+        1,
+    ),
+    (
+        "desc complete",
+        [
+            read(1, [9, 8, 7], at=0, total=8),
+            read(2, [6, 5, 4], at=2, total=8),
+            read(3, [3, 2], at=4, total=8),
+        ],
+        DESC,
+        [],
+        0,
+    ),
+    (
+        "desc gap",
+        [
+            read(1, [9, 8, 7], at=0, total=8),
+            read(2, [5, 4, 3], at=2, total=7),
+            read(3, [2], at=4, total=7),
+        ],
+        DESC,
+        [],
+        1,
+    ),
+    (
+        "desc empty middle",
+        [read(1, [9, 8, 7], at=0), read(2, [], at=2), read(3, [3], at=4)],
+        DESC,
+        ["page 2 of 3 was empty"],
+        0,
+    ),
     ("mixed page", [read(1, [1, 3, 2], pages=1)], ASC, ["page 1 was not in created_at order"], 0),
     ("wrong way", [read(1, [3, 2, 1], pages=1)], ASC, ["page 1 was not in created_at order"], 0),
     ("one page", [read(1, [1, 2, 3], pages=1)], ASC, [], 0),
@@ -112,7 +211,11 @@ CHAINS = [
 ]
 
 
-@pytest.mark.parametrize(("chain", "order", "problems", "suspicious"), [c[1:] for c in CHAINS], ids=[c[0] for c in CHAINS])
+@pytest.mark.parametrize(
+    ("chain", "order", "problems", "suspicious"),
+    [c[1:] for c in CHAINS],
+    ids=[c[0] for c in CHAINS],
+)
 def test_verify_a_chain_of_reads(chain, order, problems, suspicious):
     verdict = verify(chain, order)
     assert verdict.problems == problems
@@ -177,8 +280,14 @@ def test_segments_cover_every_page_once_in_order():
 
 
 def test_the_note_is_one_sentence_with_counts():
-    tally = Tally(pages=1012, rounds=3, boundaries_rechecked=2, created_while_reading=4,
-                  total_at_start=100_000, total_at_end=100_003)
+    tally = Tally(
+        pages=1012,
+        rounds=3,
+        boundaries_rechecked=2,
+        created_while_reading=4,
+        total_at_start=100_000,
+        total_at_end=100_003,
+    )
     assert tally.sentence(complete=True, gone=0) == (
         "Read 1,012 pages in 3 rounds; 4 batches created while it read; about 1 deleted while it "
         "read; 2 page boundaries re-checked; complete."

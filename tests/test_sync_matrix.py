@@ -26,8 +26,14 @@ FAULTS = [
     ["200", "200", "502", "429"],
 ]
 COMBINATIONS = [
-    pytest.param(order, honoured, deleting, creating, FAULTS[n % len(FAULTS)],
-                 id=f"{order}-{'honoured' if honoured else 'ignored'}{'-deleting' if deleting else ''}{'-creating' if creating else ''}")
+    pytest.param(
+        order,
+        honoured,
+        deleting,
+        creating,
+        FAULTS[n % len(FAULTS)],
+        id=f"{order}-{'honoured' if honoured else 'ignored'}{'-deleting' if deleting else ''}{'-creating' if creating else ''}",
+    )
     for n, (order, honoured, deleting, creating) in enumerate(
         itertools.product(["newest", "oldest"], [True, False], [False, True], [False, True])
     )
@@ -43,10 +49,29 @@ def assert_mirrors_but_for_deleted_after_reading(sim) -> None:
     missing = set(expected) - present
     if missing:
         import os
+
         if os.environ.get("SYNC_DEBUG"):
-            print("REQUESTS", [(r.path[-6:], r.params.get("page"), r.params.get("sort"), r.params.get("page_size"), round(r.at % 100, 4), r.status) for r in sim.requests[-40:]])
+            print(
+                "REQUESTS",
+                [
+                    (
+                        r.path[-6:],
+                        r.params.get("page"),
+                        r.params.get("sort"),
+                        r.params.get("page_size"),
+                        round(r.at % 100, 4),
+                        r.status,
+                    )
+                    for r in sim.requests[-40:]
+                ],
+            )
             print("MISSING", [(m, expected[m]["created_at"]) for m in missing])
-            print("RUN", SyncRun.objects.order_by("-pk").values_list("note", "pages_fetched", "api_requests").first())
+            print(
+                "RUN",
+                SyncRun.objects.order_by("-pk")
+                .values_list("note", "pages_fetched", "api_requests")
+                .first(),
+            )
     assert not missing
     assert present - set(expected) <= set(sim.deleted_while_listing)
     assert not Batch.objects.filter(pk__in=list(expected), gone_at__isnull=False).exists()
@@ -58,7 +83,9 @@ def assert_mirrors_but_for_deleted_after_reading(sim) -> None:
 def test_a_full_sweep_mirrors_the_listing_however_it_behaves(
     simulator, settings, order, honoured, deleting, creating, faults
 ):
-    client = InkitClient(settings.INKIT_API_BASE_URL, TOKEN, sleep=no_sleep, read_timeout=0.5, pool_size=8)
+    client = InkitClient(
+        settings.INKIT_API_BASE_URL, TOKEN, sleep=no_sleep, read_timeout=0.5, pool_size=8
+    )
     simulator.faults.slow_seconds = 1.5
     simulator.faults.created_at_order = order
     simulator.faults.descending_honoured = honoured

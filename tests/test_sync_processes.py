@@ -13,10 +13,17 @@ from django.utils import timezone
 
 from batches.models import SyncLock, SyncRun
 from batches.sync import sync_all
-from batches.tasks import sync_batches
 from dashboard.sync_status import SyncStatus
 
-from .processes import Process, base_env, database_url_for_tests, poll, procfile, stop_all
+from .processes import (
+    Process,
+    base_env,
+    database_url_for_tests,
+    poll,
+    procfile,
+    stop_all,
+    sweep_on_a_worker,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,7 +49,9 @@ def worst_minute(times: list[float]) -> int:
 
 
 @pytest.mark.skipif(not django_settings.REDIS_URL, reason="without Redis the budget is per process")
-def test_two_workers_and_beat_never_exceed_the_budget_in_any_minute(simulator, settings, tmp_path, processes):
+def test_two_workers_and_beat_never_exceed_the_budget_in_any_minute(
+    simulator, settings, tmp_path, processes
+):
     """About 70 s of beat's quick syncs and full sweeps on two workers,
     against a listing whose sweep alone wants three times the budget: the
     simulator's own log never shows more than the budget in 60 s."""
@@ -82,35 +91,25 @@ def test_two_workers_and_beat_never_exceed_the_budget_in_any_minute(simulator, s
     assert worst <= budget
     # The runs wanted more than the budget, so the window was full: the cap
     # was what held them back.
-    assert worst >= 0.8 * budget, f"only {worst} requests in the busiest minute: the test proves nothing"
+    assert worst >= 0.8 * budget, (
+        f"only {worst} requests in the busiest minute: the test proves nothing"
+    )
     runs = SyncRun.objects.exclude(outcome=SyncRun.Outcome.SKIPPED)
     assert {run.kind for run in runs} == {SyncRun.Kind.FULL, SyncRun.Kind.QUICK}
-    print(f"{len(times)} requests in {times[-1] - times[0]:.0f} s, at most {worst_minute(times)} in any minute")
+    print(
+        f"{len(times)} requests in {times[-1] - times[0]:.0f} s, at most {worst_minute(times)} in any minute"
+    )
 
 
-def test_a_killed_worker_stops_showing_as_syncing_and_its_lock_is_taken_over(simulator, settings, processes):
+def test_a_killed_worker_stops_showing_as_syncing_and_its_lock_is_taken_over(
+    simulator, settings, processes
+):
     """SIGKILL mid-sweep: no goodbye, no release. The header stops showing
     the run as syncing once its heartbeat lapses (SYNC_LOCK_SECONDS, 45 by
     default), and the next sweep then takes the lock over."""
     simulator.add_batches(500, status="Completed")  # 126 pages of 5, 0.2 s each: about 25 s
     simulator.faults.latency_seconds = 0.2
-    env = base_env(
-        DATABASE_URL=database_url_for_tests(),
-        INKIT_API_BASE_URL=settings.INKIT_API_BASE_URL,
-        INKIT_API_TOKEN=settings.INKIT_API_TOKEN,
-        INKIT_PAGE_SIZE="5",
-        SYNC_CONCURRENCY="1",
-        WORKER_CONCURRENCY="1",
-        INKIT_MAX_REQUESTS_PER_MINUTE="1000000",
-    )
-    worker = Process("worker", procfile()["worker"], env)
-    processes.append(worker)
-    worker.wait_for_line(r"celery@\S+ ready\.")
-    sync_batches.delay(trigger=SyncRun.Trigger.MANUAL, kind=SyncRun.Kind.FULL)
-    run = poll(
-        lambda: SyncRun.objects.filter(outcome=SyncRun.Outcome.RUNNING, pages_fetched__gte=2).first(),
-        60, "the sweep getting under way", every=0.1,
-    )
+    worker, run = sweep_on_a_worker(settings, processes, INKIT_MAX_REQUESTS_PER_MINUTE="1000000")
     # Beating: the lock stays ahead of the clock while the sweep reads.
     time.sleep(1.5 * settings.SYNC_LOCK_SECONDS / 9)
     assert SyncStatus.load().running == run
@@ -121,7 +120,11 @@ def test_a_killed_worker_stops_showing_as_syncing_and_its_lock_is_taken_over(sim
     killed_at = time.monotonic()
     assert SyncLock.current_holder() == run.pk  # Nobody released it.
 
-    poll(lambda: SyncStatus.load().running is None, settings.SYNC_LOCK_SECONDS + 10, "the header letting go")
+    poll(
+        lambda: SyncStatus.load().running is None,
+        settings.SYNC_LOCK_SECONDS + 10,
+        "the header letting go",
+    )
     lapsed = time.monotonic() - killed_at
     assert lapsed <= settings.SYNC_LOCK_SECONDS + 1
     status = SyncStatus.load()

@@ -73,7 +73,15 @@ def test_a_quick_sync_reads_the_new_and_in_flight_batches_only(account, settings
     account.faults.created_at_order = order
     account.faults.descending_honoured = honoured
     client = client_for(settings)
-    flying = [i["id"] for i in account.add_batches(60, destinations={"inkit_storage": {"count": 5, "completed": 1, "failed": 0, "in_progress": 4}})]
+    flying = [
+        i["id"]
+        for i in account.add_batches(
+            60,
+            destinations={
+                "inkit_storage": {"count": 5, "completed": 1, "failed": 0, "in_progress": 4}
+            },
+        )
+    ]
     sweep = sync_all(client=client)
     assert sweep.outcome == SyncRun.Outcome.SUCCEEDED, sweep.note
 
@@ -112,7 +120,12 @@ def quick_sync_requests(settings, batches: int) -> int:
         client = client_for(settings)
         flying = [
             i["id"]
-            for i in sim.add_batches(40, destinations={"inkit_storage": {"count": 5, "completed": 1, "failed": 0, "in_progress": 4}})
+            for i in sim.add_batches(
+                40,
+                destinations={
+                    "inkit_storage": {"count": 5, "completed": 1, "failed": 0, "in_progress": 4}
+                },
+            )
         ]
         assert sync_all(client=client).outcome == SyncRun.Outcome.SUCCEEDED
         sim.add_batches(20)
@@ -156,7 +169,9 @@ def test_a_write_never_replaces_a_newer_read(simulator, inkit):
     newer = dict(item, name="read later")
     older = dict(item, name="read earlier")
     assert upsert_batches([parse_batch(newer)], now, now).updated == 1
-    late = upsert_batches([parse_batch(older)], now + timedelta(seconds=1), now - timedelta(seconds=5))
+    late = upsert_batches(
+        [parse_batch(older)], now + timedelta(seconds=1), now - timedelta(seconds=5)
+    )
     assert (late.updated, late.stale) == (0, 1)
     stored = Batch.objects.get(pk=item["id"])
     assert stored.name == "read later" and stored.checked_at == now
@@ -170,9 +185,13 @@ def test_in_flight_is_one_rule_for_the_queryset_and_the_batch(simulator, inkit):
     a, b, c, d = Batch.objects.filter(status=IN_PROGRESS).order_by("id")[:4]
     Batch.objects.filter(pk=a.pk).update(created_at=now - timedelta(hours=1))  # new
     # Seen progressing an hour ago, long after it was first seen.
-    Batch.objects.filter(pk=b.pk).update(first_seen_at=now - 3 * day, last_progress_at=now - timedelta(hours=1))
+    Batch.objects.filter(pk=b.pk).update(
+        first_seen_at=now - 3 * day, last_progress_at=now - timedelta(hours=1)
+    )
     # Never seen progressing: last_progress_at is still first_seen_at.
-    Batch.objects.filter(pk=c.pk).update(first_seen_at=now - timedelta(hours=1), last_progress_at=now - timedelta(hours=1))
+    Batch.objects.filter(pk=c.pk).update(
+        first_seen_at=now - timedelta(hours=1), last_progress_at=now - timedelta(hours=1)
+    )
     Batch.objects.filter(pk=d.pk).update(created_at=now - timedelta(hours=1), gone_at=now)
     flying = set(Batch.objects.in_flight(now).values_list("id", flat=True))
     assert flying == {a.pk, b.pk}

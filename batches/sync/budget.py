@@ -51,7 +51,9 @@ def _limiter(uri: str, account: str) -> strategies.MovingWindowRateLimiter:
 def account_key() -> str:
     """The budget is the Inkit account's: one window per API base URL and
     token (a digest, never the token itself)."""
-    digest = blake2b(f"{settings.INKIT_API_BASE_URL} {settings.INKIT_API_TOKEN}".encode(), digest_size=6)
+    digest = blake2b(
+        f"{settings.INKIT_API_BASE_URL} {settings.INKIT_API_TOKEN}".encode(), digest_size=6
+    )
     return digest.hexdigest()
 
 
@@ -114,7 +116,9 @@ class Budget:
         if start > now:
             keep_going(start - now)
 
-    def _take(self, item: RateLimitItemPerSecond, name: str, keep_going: Callable[[float], None]) -> None:
+    def _take(
+        self, item: RateLimitItemPerSecond, name: str, keep_going: Callable[[float], None]
+    ) -> None:
         while not self.limiter.hit(item, name):
             reset = self.limiter.get_window_stats(item, name).reset_time
             keep_going(min(LONGEST_WAIT, max(0.01, reset - time.time())))

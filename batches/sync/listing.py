@@ -34,7 +34,7 @@ import itertools
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -95,8 +95,18 @@ class Read:
     """One page as served, as far as completeness is concerned."""
 
     __slots__ = (
-        "page", "size", "page_count", "total_count", "count", "ids", "_index",
-        "first_created", "last_created", "seen", "sent", "received",
+        "_index",
+        "count",
+        "first_created",
+        "ids",
+        "last_created",
+        "page",
+        "page_count",
+        "received",
+        "seen",
+        "sent",
+        "size",
+        "total_count",
     )
 
     def __init__(
@@ -115,7 +125,11 @@ class Read:
         self.page_count = page_count
         self.total_count = total_count
         self.count = len(ids)
-        kept = range(len(ids)) if len(ids) <= 2 * EDGE else [*range(EDGE), *range(len(ids) - EDGE, len(ids))]
+        kept = (
+            range(len(ids))
+            if len(ids) <= 2 * EDGE
+            else [*range(EDGE), *range(len(ids) - EDGE, len(ids))]
+        )
         self.ids = tuple(ids[i] for i in kept)
         self._index = {ids[i]: i for i in kept}
         self.first_created = created[0] if created else None

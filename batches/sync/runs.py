@@ -11,6 +11,7 @@ each), so its cost follows activity, not the account's size.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -242,7 +243,9 @@ class _Run:
         self.check_going()
         read_at = timezone.now()
         sent = self.clock.tick()
-        page = self.client.list_batches(page=number, page_size=size or self.page_size, sort=self.sort)
+        page = self.client.list_batches(
+            page=number, page_size=size or self.page_size, sort=self.sort
+        )
         read = Read.of(page, number, sent, self.clock.tick())
         return _Fetched(page, read, read_at)
 
@@ -261,7 +264,8 @@ class _Run:
         if page.total_count is not None:
             self.latest_total = page.total_count
         self.rejected.extend(
-            reason for reason in (f"page {fetched.read.page}: {r}" for r in page.rejected)
+            reason
+            for reason in (f"page {fetched.read.page}: {r}" for r in page.rejected)
             if reason not in self.rejected
         )
         fresh = []
@@ -424,8 +428,13 @@ class FullSweep(_Run):
                     f"{len(verdict.suspicious)} page boundaries could not be proven joined "
                     "(batches moved while it read)"
                 )
-        if self.latest_total is not None and len(self.seen) + len(self.rejected) < self.latest_total:
-            problems.append(f"{len(self.seen):,} batches read but Inkit reported {self.latest_total:,}")
+        if (
+            self.latest_total is not None
+            and len(self.seen) + len(self.rejected) < self.latest_total
+        ):
+            problems.append(
+                f"{len(self.seen):,} batches read but Inkit reported {self.latest_total:,}"
+            )
         if problems:
             sentence = self.tally.sentence(complete=False, gone=0, reason="; ".join(problems))
             self.run.note = " ".join([sentence, *self.notes])
@@ -682,7 +691,7 @@ class FullSweep(_Run):
 
     @staticmethod
     def boundaries(chain: list[Read], order: Order) -> list[completeness.Boundary]:
-        return [completeness.classify(a, b, order) for a, b in zip(chain, chain[1:])]
+        return [completeness.classify(a, b, order) for a, b in itertools.pairwise(chain)]
 
     def latest_page_count(self) -> int:
         total = self.latest_total or 0
@@ -753,7 +762,9 @@ class FullSweep(_Run):
         try:
             answers = self.get_batches(candidates)
         except InkitError as error:
-            self.note(f"No batch was marked gone: confirming with Inkit failed ({describe(error)}).")
+            self.note(
+                f"No batch was marked gone: confirming with Inkit failed ({describe(error)})."
+            )
             return 0
         found = sum(1 for batch in answers.values() if batch is not None)
         if found:
@@ -905,7 +916,9 @@ class QuickSync(_Run):
         self.gets += len(batch_ids)
         missing = sum(1 for batch in answers.values() if batch is None)
         if missing:
-            self.note(f"{missing} batches were not found in Inkit; the next full sweep checks them.")
+            self.note(
+                f"{missing} batches were not found in Inkit; the next full sweep checks them."
+            )
 
 
 # Running one -------------------------------------------------------------------------
@@ -960,7 +973,14 @@ def check_going(deadline: float) -> None:
         raise SyncStopped(TIME_LIMIT)
 
 
-def _gate(client: InkitClient, budget: budgets.Budget, *, sweep: bool, deadline: float, heartbeat: Heartbeat):
+def _gate(
+    client: InkitClient,
+    budget: budgets.Budget,
+    *,
+    sweep: bool,
+    deadline: float,
+    heartbeat: Heartbeat,
+):
     """Put the budget in front of every request the client makes."""
 
     def keep_going(seconds: float) -> None:
@@ -993,7 +1013,9 @@ def sync_all(
     notes: list[str] = []
     if kind == SyncRun.Kind.QUICK and not listing.ready_for_quick_syncs:
         kind = SyncRun.Kind.FULL
-        notes.append("No full sweep had verified the listing yet, so this quick sync ran as a full sweep.")
+        notes.append(
+            "No full sweep had verified the listing yet, so this quick sync ran as a full sweep."
+        )
     run = SyncRun.objects.create(trigger=trigger, kind=kind)
     acquired, expired_holder = SyncLock.acquire(run, settings.SYNC_LOCK_SECONDS)
     if not acquired:
@@ -1022,7 +1044,13 @@ def sync_all(
         starts = getattr(client, "stats_at_start", {})
         starts[run.pk] = (client.stats.requests, client.stats.retries, dict(client.stats.responses))
         client.stats_at_start = starts
-        _gate(client, budgets.from_settings(), sweep=kind == SyncRun.Kind.FULL, deadline=deadline, heartbeat=heartbeat)
+        _gate(
+            client,
+            budgets.from_settings(),
+            sweep=kind == SyncRun.Kind.FULL,
+            deadline=deadline,
+            heartbeat=heartbeat,
+        )
         options = dict(
             concurrency=concurrency or settings.SYNC_CONCURRENCY,
             writers=_writers(writers) if kind == SyncRun.Kind.FULL else 1,

@@ -142,9 +142,8 @@ def upsert(
     placeholders = "(" + ", ".join(cast if c in json_columns else "%s" for c in columns) + ")"
     table = _table(model)
     head = f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES "
-    tail = (
-        f" ON CONFLICT ({', '.join(map(quote, conflict))}) DO UPDATE SET "
-        + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update)
+    tail = f" ON CONFLICT ({', '.join(map(quote, conflict))}) DO UPDATE SET " + ", ".join(
+        f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update
     )
     if newer_than:
         column = quote(newer_than)

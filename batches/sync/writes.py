@@ -83,7 +83,9 @@ class _BatchRow:
         return self.sums[3]
 
 
-def upsert_batches(items: Iterable[BatchData], now: datetime, read_at: datetime | None = None) -> UpsertResult:
+def upsert_batches(
+    items: Iterable[BatchData], now: datetime, read_at: datetime | None = None
+) -> UpsertResult:
     """Write batches the API showed at `read_at` (default: now), touching
     only rows that changed, and never over a newer read.
 
@@ -124,8 +126,15 @@ def upsert_batches(items: Iterable[BatchData], now: datetime, read_at: datetime 
             old_batches = {
                 row["id"]: row
                 for row in old.values(
-                    "id", "status", "completed", "failed", "in_progress", "first_seen_at",
-                    "last_progress_at", "gone_at", "checked_at",
+                    "id",
+                    "status",
+                    "completed",
+                    "failed",
+                    "in_progress",
+                    "first_seen_at",
+                    "last_progress_at",
+                    "gone_at",
+                    "checked_at",
                 )
             }
             for dest in BatchDestination.objects.filter(batch_id__in=changed_ids).values(
@@ -188,9 +197,22 @@ def upsert_batches(items: Iterable[BatchData], now: datetime, read_at: datetime 
 
 
 _BATCH_COLUMNS = (
-    "id", "name", "status", "total", "created_at", "count", "completed", "failed",
-    "in_progress", "first_seen_at", "last_changed_at", "last_progress_at", "gone_at",
-    "raw", "fingerprint", "checked_at",
+    "id",
+    "name",
+    "status",
+    "total",
+    "created_at",
+    "count",
+    "completed",
+    "failed",
+    "in_progress",
+    "first_seen_at",
+    "last_changed_at",
+    "last_progress_at",
+    "gone_at",
+    "raw",
+    "fingerprint",
+    "checked_at",
 )
 _BATCH_UPDATED = tuple(c for c in _BATCH_COLUMNS if c not in ("id", "first_seen_at"))
 _DESTINATION_COLUMNS = ("batch_id", "name", *DESTINATION_FIELDS, "batch_created_at")
@@ -226,8 +248,13 @@ def _write_batches(rows: list[_BatchRow], now: datetime, read_at: datetime, *, n
         # The rows to update were locked and checked against newer reads
         # above; the guard keeps that true on SQLite's serialised writers too.
         sql.upsert(
-            Batch, _BATCH_COLUMNS, ("id",), _BATCH_UPDATED, values,
-            json_columns=("raw",), newer_than="checked_at",
+            Batch,
+            _BATCH_COLUMNS,
+            ("id",),
+            _BATCH_UPDATED,
+            values,
+            json_columns=("raw",),
+            newer_than="checked_at",
         )
 
 
@@ -247,7 +274,9 @@ def _write_destinations(rows: list[tuple[BatchData, DestinationData]], *, new: b
 
 def _progressed(old: dict, new: _BatchRow) -> bool:
     """Progress is completed + failed growing, or the status changing."""
-    return new.status != old["status"] or new.completed + new.failed > old["completed"] + old["failed"]
+    return (
+        new.status != old["status"] or new.completed + new.failed > old["completed"] + old["failed"]
+    )
 
 
 def _diff(before: dict, after: dict) -> dict:
@@ -256,7 +285,9 @@ def _diff(before: dict, after: dict) -> dict:
     }
 
 
-def _change_event(old: dict, new: _BatchRow, destinations: dict, now: datetime) -> BatchEvent | None:
+def _change_event(
+    old: dict, new: _BatchRow, destinations: dict, now: datetime
+) -> BatchEvent | None:
     """A history entry when the status or any count changed, None otherwise."""
     changes = _diff(
         {key: old[key] for key in ("status", "completed", "failed", "in_progress")},
@@ -288,7 +319,9 @@ def unlisted(seen: Container[str]) -> list[str]:
     """Present batches not in `seen`: the ones a complete listing did not include."""
     return [
         batch_id
-        for batch_id in Batch.objects.present().values_list("id", flat=True).iterator(chunk_size=5000)
+        for batch_id in Batch.objects.present()
+        .values_list("id", flat=True)
+        .iterator(chunk_size=5000)
         if batch_id not in seen
     ]
 
