@@ -65,16 +65,19 @@ def touch_and_fingerprints(
 
 
 def _datetime_converter():
+    """Raw SQLite answers naive datetimes (or text) in UTC; PostgreSQL aware ones."""
     if postgres():
         return lambda value: value
+    from datetime import UTC
+
     from django.utils.dateparse import parse_datetime
-    from django.utils.timezone import make_aware
 
     def convert(value):
-        if value is None or isinstance(value, datetime):
-            return value
-        parsed = parse_datetime(value)
-        return make_aware(parsed) if parsed is not None and parsed.tzinfo is None else parsed
+        if isinstance(value, str):
+            value = parse_datetime(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
 
     return convert
 
