@@ -830,8 +830,7 @@ class InkitSimulator:
         arriving = int(due)
         if rng.random() < due - arriving:
             arriving += 1
-        if arriving or due >= 1:
-            self._arrivals_at = now
+        self._arrivals_at = now
         newest = self._batches[-1].created_at if self._batches else ""
         for _ in range(arriving):
             batch = self._timed_batch(now, now)

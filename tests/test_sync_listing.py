@@ -266,11 +266,14 @@ def test_seen_batches_tell_a_copy_read_again():
     from batches.sync.listing import SeenBatches
 
     seen = SeenBatches()
+    seen.RECENT = 3  # Merged into the sorted array every 3.
     assert seen.add("rb_1") and not seen.add("rb_1")
     assert "rb_1" in seen and "rb_2" not in seen
-    seen.add("rb_2")
+    for n in range(2, 11):
+        assert seen.add(f"rb_{n}")
+    assert not any(seen.add(f"rb_{n}") for n in range(1, 11))  # Long after, still known.
     seen.freeze()
-    assert len(seen) == 2 and "rb_2" in seen
+    assert len(seen) == 10 and all(f"rb_{n}" in seen for n in range(1, 11))
 
 
 def test_segments_cover_every_page_once_in_order():

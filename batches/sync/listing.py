@@ -363,42 +363,40 @@ class Tally:
 
 
 class SeenBatches:
-    """The batches a run has read, by a 64-bit hash of the id: 8 bytes each
-    in an array (a million batches: 8 MB), plus a set of the recent ones to
-    tell a batch read twice (neighbouring pages, a re-read). A copy read
-    again long after (past RECENT batches) is written again, which costs
-    nothing when it did not change. After freeze(), membership is exact."""
+    """The batches a run has read, by a 64-bit hash of the id: exact
+    membership in flat memory. The newest are in a set; every RECENT of
+    them are merged into a sorted array (8 bytes a batch: a million take
+    8 MB), searched by bisection."""
 
     RECENT = 20_000
 
     def __init__(self) -> None:
-        self._all = array("q")
         self._recent: set[int] = set()
         self._sorted = array("q")
 
     def add(self, batch_id: str) -> bool:
-        """Note the batch; False when it was read moments ago."""
+        """Note the batch; False when this run read it already."""
         key = hash(batch_id)
-        if key in self._recent:
+        if key in self._recent or self._in_sorted(key):
             return False
-        if len(self._recent) >= self.RECENT:
-            self._recent = set()
         self._recent.add(key)
-        self._all.append(key)
+        if len(self._recent) >= self.RECENT:
+            self.freeze()
         return True
 
     def freeze(self) -> None:
-        """Sort what was read, for exact membership and count."""
-        keys = sorted(set(self._all))
-        self._sorted = array("q", keys)
+        """Merge the recent ones into the sorted array."""
+        if self._recent:
+            self._sorted = array("q", sorted(itertools.chain(self._sorted, self._recent)))
+            self._recent = set()
 
-    def __contains__(self, batch_id: object) -> bool:
-        key = hash(batch_id)
-        if key in self._recent:
-            return True
+    def _in_sorted(self, key: int) -> bool:
         position = bisect_left(self._sorted, key)
         return position < len(self._sorted) and self._sorted[position] == key
 
+    def __contains__(self, batch_id: object) -> bool:
+        key = hash(batch_id)
+        return key in self._recent or self._in_sorted(key)
+
     def __len__(self) -> int:
-        """Distinct batches after freeze(); reads so far before it."""
-        return len(self._sorted) if self._sorted else len(self._all)
+        return len(self._sorted) + len(self._recent)
