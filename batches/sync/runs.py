@@ -25,6 +25,7 @@ from queue import Empty, Queue
 
 from django.conf import settings
 from django.db import IntegrityError, connection
+from django.db.models import F
 from django.utils import timezone
 
 from ..inkit import BatchData, InkitClient, InkitError, Page
@@ -61,7 +62,7 @@ REPAIR_ATTEMPTS = 4  # reads spent on one suspicious page boundary
 REPAIR_SLACK = 3  # positions either side, for batches moving meanwhile
 # A quick sync reads at most this many pages of new batches (more means a
 # burst the next full sweep takes in), and this many extra GETs of the
-# stalest other In Progress batches when the budget has room.
+# stalest other In Progress batches.
 QUICK_NEW_PAGES = 20
 QUICK_EXTRA = 5
 
@@ -223,6 +224,7 @@ class _Run:
         self.stop_segments = threading.Event()  # Segment threads stop when one fails.
         self.head_problem = ""
         self.gets = 0
+        self.extras = 0
         self.last_known: set[str] = set()
 
     # -- stopping --
@@ -799,7 +801,8 @@ class QuickSync(_Run):
         self.raise_rejected()
         self.save_listing()
         sentence = (
-            f"Read {self.tally.pages:,} pages and {self.gets:,} batches one by one; "
+            f"Read {self.tally.pages:,} pages and {self.gets:,} batches one by one "
+            f"({self.extras} of them the In Progress batches read longest ago); "
             f"{self.run.batches_created:,} new, {self.run.batches_updated:,} changed"
         )
         if reached_known:
@@ -894,19 +897,19 @@ class QuickSync(_Run):
         self.get_each([batch_id for batch_id in singles if batch_id not in self.seen])
 
     def read_stalest(self) -> None:
-        """A few other In Progress batches, those read longest ago, when the
-        budget has room for them."""
-        budget = getattr(self.client, "budget", None)
-        if budget is not None and budget.per_minute - budget.used() < 4 * QUICK_EXTRA:
-            return
+        """A fixed few other In Progress batches, those read longest ago, so
+        stalled ones are re-read between sweeps too. Always the same number,
+        so a quick sync's cost depends on activity alone (the budget paces
+        them like any request)."""
         stalest = [
             batch_id
             for batch_id in Batch.objects.present()
             .in_progress()
-            .order_by("checked_at", "id")
+            .order_by(F("checked_at").asc(nulls_first=True), "id")
             .values_list("id", flat=True)[: QUICK_EXTRA + len(self.seen)]
             if batch_id not in self.seen
         ][:QUICK_EXTRA]
+        self.extras = len(stalest)
         self.get_each(stalest)
 
     def get_each(self, batch_ids: list[str]) -> None:
