@@ -498,8 +498,9 @@ class FullSweep(_Run):
         chain = list(reads[-1])
         while chain and not chain[0].is_last:
             chain.pop(0)  # The top segment's look for the last page, as it moved.
-        for segment in reversed(reads[:-1]):
-            chain += self.stitch(segment, Order.ASCENDING)
+        lower = list(reversed(reads[:-1]))
+        for segment, first in zip(lower, self.first_rereads(lower), strict=True):
+            chain += self.stitch(segment, Order.ASCENDING, first)
         return chain
 
     def read_newest_first(self, probe: Read) -> list[Read]:
@@ -508,8 +509,8 @@ class FullSweep(_Run):
         segments = completeness.planned_segments(2, probe.page_count, self.concurrency)
         reads = self.read_segments(segments, Order.DESCENDING)
         chain = [probe, *reads[0]] if reads else [probe]
-        for segment in reads[1:]:
-            chain += self.stitch(segment, Order.DESCENDING)
+        for segment, first in zip(reads[1:], self.first_rereads(reads[1:]), strict=True):
+            chain += self.stitch(segment, Order.DESCENDING, first)
         if not chain[-1].is_last and not chain[-1].past_end:
             chain += self.follow_tail(chain[-1])
         return self.settle_tail(chain)
@@ -611,16 +612,37 @@ class FullSweep(_Run):
             raise SyncStopped("another page failed")
         return self.fetch(number)
 
-    def stitch(self, segment: list[Read], order: Order) -> list[Read]:
+    def first_rereads(self, segments: list[list[Read]]) -> list[Read | None]:
+        """The first re-read of every seam, all at once: each only has to
+        come after the segments' reads, which have all ended; written here
+        in order."""
+        pages = [segment[0].page if segment else None for segment in segments]
+        wanted = [page for page in pages if page is not None]
+        if not wanted:
+            return [None] * len(pages)
+        with ThreadPoolExecutor(min(self.concurrency, len(wanted)), thread_name_prefix="inkit-seam") as pool:
+            fetched = iter(list(pool.map(self.fetch, wanted)))
+        firsts: list[Read | None] = []
+        for page in pages:
+            if page is None:
+                firsts.append(None)
+                continue
+            one = next(fetched)
+            self.take(one)
+            firsts.append(one.read)
+        return firsts
+
+    def stitch(self, segment: list[Read], order: Order, first: Read | None = None) -> list[Read]:
         """Join a segment to the chain read so far: re-read its pages from
-        its first (in reading order), one by one now that the previous
-        segment has ended, until a re-read overlaps the segment's own read
-        of that page; the rest of the segment's reads then follow."""
+        its first (in reading order; `first` when already re-read), one by
+        one now that the previous segment has ended, until a re-read
+        overlaps the segment's own read of that page; the rest of the
+        segment's reads then follow."""
         own = {read.page: n for n, read in enumerate(segment)}
         joined: list[Read] = []
         number = segment[0].page if segment else None
         while number is not None and number in own:
-            again = self.read(number)
+            again, first = first or self.read(number), None
             joined.append(again)
             original = segment[own[number]]
             if again.overlaps(original):
