@@ -131,6 +131,16 @@ def staff_client(client, staff_user):
 
 
 @pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Started processes, killed at the end whatever happens."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        if process.running():
+            process.kill()
+
+
+@pytest.fixture
 def worker(simulator) -> Iterator[Process]:
     """The Procfile's Celery worker in its own process, on this run's broker
     (emptied first: a task left over from an earlier run would muddle the

@@ -14,7 +14,6 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -56,16 +55,6 @@ def parse_metrics(text: str) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             samples[key] = float(value)
     return samples
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    """Started processes, killed at the end whatever happens."""
-    started: list[Process] = []
-    yield started
-    for process in started:
-        if process.running():
-            process.kill()
 
 
 def test_the_procfile_has_the_four_process_types():

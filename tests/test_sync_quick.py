@@ -19,6 +19,8 @@ from .test_sync import assert_database_matches
 pytestmark = pytest.mark.django_db
 
 QUICK = SyncRun.Kind.QUICK
+# A batch one document of five into its run.
+IN_FLIGHT = {"inkit_storage": {"count": 5, "completed": 1, "failed": 0, "in_progress": 4}}
 
 
 @pytest.fixture
@@ -77,9 +79,7 @@ def test_a_quick_sync_reads_the_new_and_in_flight_batches_only(account, settings
         i["id"]
         for i in account.add_batches(
             60,
-            destinations={
-                "inkit_storage": {"count": 5, "completed": 1, "failed": 0, "in_progress": 4}
-            },
+            destinations=IN_FLIGHT,
         )
     ]
     sweep = sync_all(client=client)
@@ -122,9 +122,7 @@ def quick_sync_requests(settings, batches: int) -> int:
             i["id"]
             for i in sim.add_batches(
                 40,
-                destinations={
-                    "inkit_storage": {"count": 5, "completed": 1, "failed": 0, "in_progress": 4}
-                },
+                destinations=IN_FLIGHT,
             )
         ]
         assert sync_all(client=client).outcome == SyncRun.Outcome.SUCCEEDED
