@@ -48,7 +48,8 @@ class BatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
-        "id", "started_at", "trigger", "outcome", "pages_fetched", "batches_seen", "error"
+        "id", "started_at", "kind", "trigger", "outcome", "pages_fetched", "batches_seen",
+        "api_requests", "error",
     )
-    list_filter = ("outcome", "trigger")
+    list_filter = ("kind", "outcome", "trigger")
     ordering = ("-started_at",)

@@ -381,6 +381,10 @@ class InkitClient:
         # What the text of an error must never show.
         self._secrets = (token,)
         self.stats = RequestStats()
+        # Called before every attempt (a request budget may wait there) and
+        # on every 429; set by whoever owns the budget.
+        self.before_request: Callable[[], None] | None = None
+        self.on_rate_limited: Callable[[], None] | None = None
 
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
@@ -489,6 +493,8 @@ class InkitClient:
                     self._sleep(delay)
 
     def _attempt(self, url: str, params: dict[str, Any], *, what: str, retry: bool) -> Any:
+        if self.before_request is not None:
+            self.before_request()
         try:
             response = self.session.get(url, params=params, timeout=self.timeout)
         except requests.Timeout:
@@ -505,6 +511,8 @@ class InkitClient:
             self.stats.record(str(status), retry=retry)
             wait = parse_retry_after(response.headers.get("Retry-After"))
             if status == 429:
+                if self.on_rate_limited is not None:
+                    self.on_rate_limited()
                 raise _Retry("Inkit's rate limit was exceeded (429)", wait=wait, rate_limited=True)
             raise _Retry(f"Inkit answered {status}", wait=wait)
         if status in (401, 403):

@@ -36,6 +36,11 @@ DESTINATION_CREATED_AT = "destination_created_at"
 DESTINATION_BATCH_ID = "destination_batch_id"
 
 
+# A batch is in flight while In Progress and created, or last seen
+# progressing, within this many hours (BatchQuerySet.in_flight).
+IN_FLIGHT_HOURS = 24
+
+
 def stuck_threshold(now: datetime | None = None) -> datetime:
     """The moment before which a batch without progress counts as stuck."""
     return (now or timezone.now()) - timedelta(minutes=settings.STUCK_AFTER_MINUTES)
@@ -56,6 +61,22 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         (last_progress_at starts at first_seen_at). Served by batch_stuck_idx.
         """
         return self.present().filter(status=IN_PROGRESS, last_progress_at__lte=stuck_threshold(now))
+
+    def in_flight(self, now: datetime | None = None) -> BatchQuerySet:
+        """In Progress, still listed, and created or last seen progressing
+        within IN_FLIGHT_HOURS: the batches every quick sync re-reads.
+
+        "Seen progressing" is last_progress_at > first_seen_at, because
+        last_progress_at starts at first_seen_at (it is the stuck clock).
+        The same rule as Batch.is_in_flight(); served by
+        batch_in_flight_created_idx (the created arm) and batch_stuck_idx
+        (the progress arm), whose conditions match this one's.
+        """
+        since = (now or timezone.now()) - timedelta(hours=IN_FLIGHT_HOURS)
+        return self.present().filter(status=IN_PROGRESS).filter(
+            Q(created_at__gte=since)
+            | Q(last_progress_at__gte=since, last_progress_at__gt=F("first_seen_at"))
+        )
 
     def declared_stuck(self) -> BatchQuerySet:
         """Batches the stuck evaluator declared stuck and has not cleared
@@ -223,6 +244,11 @@ class Batch(models.Model):
     # last_progress_at then: the start of the stuck period, so progress is
     # last_progress_at moving past it. Cleared when it recovers or finishes.
     stuck_since = models.DateTimeField(null=True, blank=True)
+    # When the API last showed this batch (a page or GET /v1/batch/{id}),
+    # written by every sync run that read it; a write never replaces the
+    # data of a newer read (batches.sync.writes). Null: never read since
+    # this column exists.
+    checked_at = models.DateTimeField(null=True, blank=True)
     # Set when a complete sync no longer listed the batch. Rows are never
     # deleted: a batch that comes back has this cleared.
     gone_at = models.DateTimeField(null=True, blank=True)
@@ -265,6 +291,16 @@ class Batch(models.Model):
                 condition=Q(status=IN_PROGRESS, gone_at__isnull=True),
                 name="batch_stuck_idx",
             ),
+            # BatchQuerySet.in_flight(): the created-within-24-hours arm (the
+            # progress arm is batch_stuck_idx, on the same condition).
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status=IN_PROGRESS, gone_at__isnull=True),
+                name="batch_in_flight_created_idx",
+            ),
+            # checked_at has no index on purpose: every sync run writes it
+            # on every row it reads, and an indexed column would turn those
+            # cheap in-place (HOT) updates into updates of every index.
             # The stuck evaluator's "declared stuck" set.
             models.Index(
                 fields=["stuck_since"], condition=Q(stuck_since__isnull=False), name="batch_stuck_since_idx"
@@ -284,6 +320,18 @@ class Batch(models.Model):
             self.gone_at is None
             and self.status == IN_PROGRESS
             and self.last_progress_at <= stuck_threshold(now)
+        )
+
+    def is_in_flight(self, now: datetime | None = None) -> bool:
+        """The same rule as BatchQuerySet.in_flight(), for one loaded batch."""
+        since = (now or timezone.now()) - timedelta(hours=IN_FLIGHT_HOURS)
+        return (
+            self.gone_at is None
+            and self.status == IN_PROGRESS
+            and (
+                self.created_at >= since
+                or (self.last_progress_at >= since and self.last_progress_at > self.first_seen_at)
+            )
         )
 
     def stuck_for(self, now: datetime | None = None) -> timedelta:
@@ -423,20 +471,34 @@ class SyncRunQuerySet(models.QuerySet["SyncRun"]):
         return self.exclude(outcome__in=[SyncRun.Outcome.RUNNING, SyncRun.Outcome.SKIPPED])
 
     def succeeded(self) -> SyncRunQuerySet:
-        return self.filter(outcome=SyncRun.Outcome.SUCCEEDED)
+        """Runs that read what they set out to read and wrote it all:
+        succeeded (verified complete) or unverified (completeness not
+        proven). Their data is fresh; only a succeeded full sweep may have
+        marked batches gone. Served by syncrun_last_success_idx."""
+        return self.filter(outcome__in=SyncRun.READ_OUTCOMES)
 
     def last_success(self) -> SyncRun | None:
         return self.succeeded().order_by("-started_at").first()
 
+    def full_sweeps(self) -> SyncRunQuerySet:
+        return self.filter(kind=SyncRun.Kind.FULL)
+
+    def quick_syncs(self) -> SyncRunQuerySet:
+        return self.filter(kind=SyncRun.Kind.QUICK)
+
     def for_header(self) -> SyncRunQuerySet:
-        """The runs the sync status header needs, in one query: the two latest
-        that were not skipped (a running one and the one before it) and the
-        last success, each marked holds_lock (a RUNNING run without the lock
-        has lost its worker)."""
-        attempts = self.exclude(outcome=SyncRun.Outcome.SKIPPED).order_by("-started_at")
-        success = self.succeeded().order_by("-started_at")
+        """The runs the sync status header needs, in one query: for each kind
+        of run, the two latest that were not skipped (a running one and the
+        one before it) and the last success, each marked holds_lock (a
+        RUNNING run without a live lock has lost its worker)."""
+        picks = Q()
+        for kind in SyncRun.Kind.values:
+            attempts = self.filter(kind=kind).exclude(outcome=SyncRun.Outcome.SKIPPED)
+            success = self.filter(kind=kind).succeeded()
+            picks |= Q(pk__in=attempts.order_by("-started_at").values("pk")[:2])
+            picks |= Q(pk__in=success.order_by("-started_at").values("pk")[:1])
         return (
-            self.filter(Q(pk__in=attempts.values("pk")[:2]) | Q(pk__in=success.values("pk")[:1]))
+            self.filter(picks)
             .annotate(
                 holds_lock=Exists(
                     SyncLock.objects.filter(holder=OuterRef("pk"), expires_at__gte=timezone.now())
@@ -471,13 +533,28 @@ class SyncRunQuerySet(models.QuerySet["SyncRun"]):
 
 
 class SyncRun(models.Model):
-    """One attempt to pull every page of List Batches into the database."""
+    """One run of the sync: a full sweep (every page of List Batches) or a
+    quick sync (new and in-flight batches). See batches/sync/."""
+
+    class Kind(models.TextChoices):
+        FULL = "full", "Full sweep"
+        QUICK = "quick", "Quick sync"
 
     class Outcome(models.TextChoices):
         RUNNING = "running", "Running"
+        # Read everything it set out to, wrote it all, and proved the
+        # listing complete (a full sweep) or reached known batches (a quick
+        # sync).
         SUCCEEDED = "succeeded", "Succeeded"
+        # Finished and wrote everything it read, but completeness could not
+        # be verified within its bounds (the note says why): nothing was
+        # marked gone. Issue 10 adds "degraded" beside it.
+        UNVERIFIED = "unverified", "Unverified"
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped"
+
+    # Outcomes of runs whose data is fresh (SyncRunQuerySet.succeeded()).
+    READ_OUTCOMES = (Outcome.SUCCEEDED, Outcome.UNVERIFIED)
 
     class Trigger(models.TextChoices):
         SCHEDULE = "schedule", "Schedule"
@@ -488,6 +565,7 @@ class SyncRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RUNNING)
     trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.SCHEDULE)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.FULL)
 
     page_count = models.IntegerField(null=True, blank=True)
     pages_fetched = models.IntegerField(default=0)
@@ -519,9 +597,11 @@ class SyncRun(models.Model):
             models.Index(fields=["-started_at"], name="syncrun_recent_idx"),
             models.Index(
                 fields=["-started_at"],
-                condition=Q(outcome="succeeded"),
+                condition=Q(outcome__in=["succeeded", "unverified"]),
                 name="syncrun_last_success_idx",
             ),
+            # The header's and /metrics' latest runs of each kind.
+            models.Index(fields=["kind", "-started_at"], name="syncrun_kind_recent_idx"),
             # last_summary(): the dashboard's summary strip on every page view,
             # past the runs that changed nothing.
             models.Index(
@@ -547,6 +627,24 @@ class SyncRun(models.Model):
             return None
         return self.finished_at - self.started_at
 
+    @property
+    def pages_done(self) -> int:
+        """Progress through the listing: pages read, at most its page count
+        (a full sweep reads a few pages twice to prove it complete)."""
+        return min(self.pages_fetched, self.page_count) if self.page_count else self.pages_fetched
+
+    @property
+    def requests_per_minute(self) -> float | None:
+        """Requests to Inkit per minute over the run (None until it ends)."""
+        duration = self.duration
+        if duration is None:
+            return None
+        return self.api_requests * 60 / max(duration.total_seconds(), 1.0)
+
+    @property
+    def lock_name(self) -> str:
+        return SyncLock.name_for(self.kind)
+
     @staticmethod
     def stale_after() -> timedelta:
         """How old the last success may be before the synced data counts as
@@ -560,37 +658,47 @@ class SyncRun(models.Model):
 
 
 class SyncLock(models.Model):
-    """The single-flight lock for syncs: one row, claimed with a conditional
-    update, with an expiry so a killed worker cannot block syncing for long."""
+    """The single-flight locks for sync runs: one row per kind of run
+    ("sync" for full sweeps, "quick" for quick syncs), so never two sweeps
+    or two quick syncs at once, while a quick sync may run during a long
+    sweep. Claimed with a conditional update; a heartbeat every few seconds
+    keeps the claim, and SYNC_LOCK_SECONDS after the last one a killed
+    worker's claim may be taken over."""
 
-    NAME = "sync"
+    NAME = "sync"  # The full sweep's (the name today's lock row has).
+    QUICK = "quick"
 
     name = models.CharField(primary_key=True, max_length=50)
     holder = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL)
     expires_at = models.DateTimeField(null=True, blank=True)
 
     @classmethod
+    def name_for(cls, kind: str) -> str:
+        return cls.QUICK if kind == SyncRun.Kind.QUICK else cls.NAME
+
+    @classmethod
     def acquire(cls, run: SyncRun, seconds: int) -> tuple[bool, int | None]:
-        """Claim the lock for run. Returns (acquired, id of the run whose
-        expired claim was taken over, if any)."""
+        """Claim run's lock. Returns (acquired, id of the run whose expired
+        claim was taken over, if any)."""
+        name = run.lock_name
         try:
             with transaction.atomic():
-                cls.objects.get_or_create(name=cls.NAME)
+                cls.objects.get_or_create(name=name)
         except IntegrityError:
             pass  # Another process created the row first: fine.
         now = timezone.now()
-        previous = cls.objects.filter(name=cls.NAME).values_list("holder_id", flat=True).first()
+        previous = cls.objects.filter(name=name).values_list("holder_id", flat=True).first()
         claimed = (
-            cls.objects.filter(name=cls.NAME)
+            cls.objects.filter(name=name)
             .filter(Q(holder__isnull=True) | Q(expires_at__lt=now) | Q(expires_at__isnull=True))
             .update(holder=run, expires_at=now + timedelta(seconds=seconds))
         )
         return claimed == 1, previous if claimed == 1 else None
 
     @classmethod
-    def current_holder(cls) -> int | None:
+    def current_holder(cls, name: str = NAME) -> int | None:
         return (
-            cls.objects.filter(name=cls.NAME, expires_at__gte=timezone.now())
+            cls.objects.filter(name=name, expires_at__gte=timezone.now())
             .values_list("holder_id", flat=True)
             .first()
         )
@@ -599,7 +707,7 @@ class SyncLock(models.Model):
     def heartbeat(cls, run: SyncRun, seconds: int) -> bool:
         """Push the expiry forward; False means the lock was lost."""
         return (
-            cls.objects.filter(name=cls.NAME, holder=run).update(
+            cls.objects.filter(name=run.lock_name, holder=run).update(
                 expires_at=timezone.now() + timedelta(seconds=seconds)
             )
             == 1
@@ -607,7 +715,39 @@ class SyncLock(models.Model):
 
     @classmethod
     def release(cls, run: SyncRun) -> None:
-        cls.objects.filter(name=cls.NAME, holder=run).update(holder=None, expires_at=None)
+        cls.objects.filter(name=run.lock_name, holder=run).update(holder=None, expires_at=None)
+
+
+class SyncListing(models.Model):
+    """What the sync learnt about Inkit's listing, kept between runs (one
+    row): which sort parameter lists in which order, how big it was, and
+    when a full sweep last verified it complete. A quick sync needs a
+    learned order and a verified sweep; without them it runs a full sweep."""
+
+    NAME = "batches"
+
+    class Order(models.TextChoices):
+        ASCENDING = "ascending", "Oldest first"
+        DESCENDING = "descending", "Newest first"
+
+    name = models.CharField(primary_key=True, max_length=50)
+    # The sort parameter sent ("created_at" or "-created_at") and the order
+    # the items came in with it.
+    sort = models.CharField(max_length=50, blank=True)
+    order = models.CharField(max_length=20, choices=Order.choices, blank=True)
+    total_count = models.IntegerField(null=True, blank=True)
+    page_size = models.IntegerField(null=True, blank=True)
+    learned_at = models.DateTimeField(null=True, blank=True)
+    # The start of the last full sweep that verified the listing complete.
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    @classmethod
+    def load(cls) -> SyncListing:
+        return cls.objects.filter(name=cls.NAME).first() or cls(name=cls.NAME)
+
+    @property
+    def ready_for_quick_syncs(self) -> bool:
+        return bool(self.sort and self.order and self.verified_at and self.page_size)
 
 
 # Alerts --------------------------------------------------------------------------

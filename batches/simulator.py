@@ -12,10 +12,12 @@ only the standard library.
 Choices where the vendor's docs are silent (documented here so tests and
 readers agree):
 - The default order is newest first, reported as {"key": "created_at",
-  "order": 1} exactly as the vendor's example does; an explicit
-  sort=created_at lists oldest first with order 1, sort=-created_at newest
-  first with order -1.
-- Ties are broken by id, in the same direction as the sort.
+  "order": 1} exactly as the vendor's example does. An explicit
+  sort=created_at does the same by default (the vendor's reading of its
+  own example; Faults.created_at_order="oldest" lists oldest first), and
+  sort=-created_at lists the other way with order -1 (unless
+  Faults.descending_honoured is off: then it lists as sort=created_at).
+- Ties are broken by id, in the same direction as the listing.
 - An empty result has page_count 1 (page 1 exists and is empty).
 - A page past the end answers 200 with no items; prev_page is page - 1.
 - Names sort case-insensitively, null names as the empty string.
@@ -153,6 +155,9 @@ PROGRESSING = "progressing"  # documents complete (and a few fail) each step
 FAILING = "failing"  # documents mostly fail each step
 STUCK = "stuck"  # In Progress and never changes
 FIXED = "fixed"  # the reference batches and anything a test set by hand
+TIMED = "timed"  # activity mode: progresses with the real clock to a planned end
+# Activity mode's rate of new batches.
+ACTIVITY_PER_DAY = 2000
 # Only while generating: a batch whose every document failed (status "Failed",
 # a status the docs never show, to exercise unknown statuses). It is DONE after.
 _ALL_FAILED = "all-failed"
@@ -231,6 +236,18 @@ class Faults:
         is first served, these batches are deleted (the entry is then
         removed), shifting the later pages back.
     auto_advance_every: advance() once every N requests.
+    (The listing's changes above and below happen as a request for a page
+    of the list arrives, before any latency or slow wait.)
+    created_at_order: which way an explicit sort=created_at lists: "newest"
+        first (the vendor's reading, the default) or "oldest" first.
+    descending_honoured: whether sort=-created_at lists the other way than
+        sort=created_at (True) or ignores the minus (False).
+    create_every_listing: one new batch is created just before every Nth
+        page of the list served: batches arrive at a steady rate while a
+        client pages.
+    delete_every_listing: one batch chosen at random (anywhere, pages
+        already served included) is deleted just before every Nth page of
+        the list served; InkitSimulator.deleted_while_listing names them.
     """
 
     queue: list[str] = field(default_factory=list)
@@ -245,6 +262,10 @@ class Faults:
     add_every_listing: int = 0
     remove_when_serving: dict[int, list[str]] = field(default_factory=dict)
     auto_advance_every: int | None = None
+    created_at_order: str = "newest"
+    descending_honoured: bool = True
+    create_every_listing: int = 0
+    delete_every_listing: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +278,7 @@ class RequestRecord:
     status: int
     fault: str | None = None
     method: str = "GET"
+    at: float = 0.0  # When it arrived (time.time()), as a rate limiter would count it.
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +354,8 @@ class _Batch:
     key: tuple[str, str] = ("", "")
     # The item's JSON, encoded once and reused until the batch changes.
     encoded: bytes | None = None
+    # Activity mode (TIMED): (created, finishes, fate) in Unix time.
+    plan: tuple[float, float, str] | None = None
 
     def __post_init__(self) -> None:
         self.key = (self.created_at, self.id)
@@ -424,6 +448,7 @@ class InkitSimulator:
         max_page_size: int = 100,
         include_reference: bool = True,
         now: datetime | None = None,
+        activity: bool = False,
     ):
         if batches < 0:
             raise ValueError("batches must be 0 or more")
@@ -441,6 +466,10 @@ class InkitSimulator:
         # A separate stream for faults, so injecting errors does not change
         # what the data becomes.
         self._fault_rng = random.Random(f"faults-{seed}")
+        # And one for the listing's changes while it is paged.
+        self._change_rng = random.Random(f"changes-{seed}")
+        self._listings_served = 0
+        self.deleted_while_listing: list[str] = []
         self._fixed_now = now
         self._request_count = 0
         # Ascending by (created_at, id): the created_at orders are slices of it.
@@ -454,9 +483,16 @@ class InkitSimulator:
         if include_reference:
             for item in REFERENCE_BATCHES:
                 self._by_id[item["id"]] = self._batch_from_item(item, FIXED)
-        self._generate(batches, self._current_time())
+        # Activity mode: a realistic account's history and real-time life.
+        self.activity = activity
+        self.change_log: list[tuple[float, str]] = []  # (time.time(), batch id)
+        self._arrivals_at = time.time()
+        if activity:
+            self._generate_activity(batches, self._current_time())
+        else:
+            self._generate(batches, self._current_time())
         self._batches = sorted(self._by_id.values(), key=lambda b: b.key)
-        self._evolving = [b for b in self._batches if b.behaviour in _EVOLVING]
+        self._evolving = [b for b in self._batches if b.behaviour in _EVOLVING or b.behaviour == TIMED]
 
     # -- data --
 
@@ -515,7 +551,7 @@ class InkitSimulator:
                 fields["destinations"] = _copy_destinations(fields["destinations"])
             for name, value in fields.items():
                 setattr(batch, name, value)
-            if batch.behaviour in _EVOLVING:
+            if batch.behaviour in _EVOLVING or batch.behaviour == TIMED:
                 self._evolving.remove(batch)
             batch.behaviour = FIXED
             batch.changed()
@@ -529,7 +565,7 @@ class InkitSimulator:
     def _remove(self, batch_id: str) -> None:
         batch = self._by_id.pop(batch_id)
         self._unlist(batch)
-        if batch.behaviour in _EVOLVING:
+        if batch.behaviour in _EVOLVING or batch.behaviour == TIMED:
             self._evolving.remove(batch)
         self._version += 1
 
@@ -727,7 +763,97 @@ class InkitSimulator:
         else:  # not where its key says: fall back to a scan
             self._batches.remove(batch)
 
+    # -- activity --
+
+    def _generate_activity(self, count: int, now: datetime) -> None:
+        """ACTIVITY_PER_DAY batches a day back through history, each done 1
+        to 6 hours after creation (1 % with failures, 0.5 % stalled for
+        ever at part of its documents), those younger still in progress."""
+        rng = self._rng
+        span = count / ACTIVITY_PER_DAY * 86400.0
+        stamp = now.timestamp()
+        for _ in range(count):
+            age = rng.uniform(0, span)
+            batch = self._timed_batch(stamp - age, stamp)
+            self._by_id[batch.id] = batch
+
+    def _timed_batch(self, created: float, now: float) -> _Batch:
+        rng = self._rng
+        roll = rng.random()
+        fate = "stall" if roll < 0.005 else "fail" if roll < 0.015 else "complete"
+        finishes = created + rng.uniform(3600, 6 * 3600)
+        total = self._new_total()
+        batch = _Batch(
+            id=self._new_id(),
+            created_at=format_created_at(datetime.fromtimestamp(created, UTC)),
+            name=self._new_name(),
+            status="In Progress",
+            total=total,
+            destinations={name: _destination(0, 0, total) for name in self._destination_names()},
+            behaviour=TIMED,
+            plan=(created, finishes, fate),
+        )
+        self._update_timed(batch, now)
+        return batch
+
+    def _update_timed(self, batch: _Batch, now: float) -> bool:
+        """Bring a TIMED batch to where its plan has it at `now`; True when
+        anything changed."""
+        created, finishes, fate = batch.plan
+        share = min(1.0, max(0.0, (now - created) / (finishes - created)))
+        if fate == "stall":
+            share = min(share, 0.5)
+        changed = False
+        for destination in batch.destinations.values():
+            count = destination["count"]
+            moved = int(count * share)
+            failed = (moved + 1) // 2 if fate == "fail" and share >= 1.0 else 0
+            value = _destination(moved - failed, failed, count - moved, with_status="status" in destination)
+            if value != destination:
+                destination.clear()
+                destination.update(value)
+                changed = True
+        if share >= 1.0 and batch.status == "In Progress":
+            batch.status = "Completed"
+            batch.behaviour = DONE
+            changed = True
+        if changed:
+            batch.changed()
+        return changed
+
+    def _live(self) -> None:
+        """Activity mode: new batches at ACTIVITY_PER_DAY in real time, and
+        the TIMED ones moved on to now; each change logged."""
+        now = time.time()
+        rng = self._rng
+        due = (now - self._arrivals_at) * ACTIVITY_PER_DAY / 86400.0
+        arriving = int(due)
+        if rng.random() < due - arriving:
+            arriving += 1
+        self._arrivals_at = now
+        newest = self._batches[-1].created_at if self._batches else ""
+        for _ in range(arriving):
+            batch = self._timed_batch(now, now)
+            if batch.created_at <= newest:
+                batch.created_at = format_created_at(
+                    datetime.fromisoformat(newest) + timedelta(microseconds=1)
+                )
+                batch.changed()
+            newest = batch.created_at
+            self._by_id[batch.id] = batch
+            self._batches.append(batch)
+            self._evolving.append(batch)
+            self.change_log.append((now, batch.id))
+        for batch in self._evolving:
+            if batch.behaviour == TIMED and self._update_timed(batch, now):
+                self.change_log.append((now, batch.id))
+        self._evolving = [b for b in self._evolving if b.behaviour == TIMED or b.behaviour in _EVOLVING]
+        self._version += 1
+
     def _step(self) -> None:
+        if self.activity:
+            self._live()
+            return
         rng = self._rng
         if self._fixed_now is not None:
             self._fixed_now += STEP
@@ -814,9 +940,14 @@ class InkitSimulator:
             sort_key, descending, reported = "created_at", True, {"key": "created_at", "order": 1}
         else:
             reported = {"key": sort_key, "order": -1 if descending else 1}
+            if sort_key == "created_at":
+                plain_newest_first = self.faults.created_at_order != "oldest"
+                if descending and self.faults.descending_honoured:
+                    descending = not plain_newest_first
+                else:
+                    descending = plain_newest_first
         size = min(page_size, self.max_page_size)
         with self._lock:
-            self._add_before_serving(page)
             view = self._view(
                 sort_key,
                 params.get("search") or "",
@@ -846,9 +977,18 @@ class InkitSimulator:
         return 200, metadata, encoded
 
     def _add_before_serving(self, page: int) -> None:
-        count = self.faults.add_when_serving.pop(page, 0)
+        faults = self.faults
+        self._listings_served += 1
+        served = self._listings_served
+        count = faults.add_when_serving.pop(page, 0)
         if page == 2:
-            count += self.faults.add_every_listing
+            count += faults.add_every_listing
+        if faults.create_every_listing and served % faults.create_every_listing == 0:
+            count += 1
+        if faults.delete_every_listing and served % faults.delete_every_listing == 0 and len(self._batches) > 1:
+            victim = self._change_rng.choice(self._batches)
+            self.deleted_while_listing.append(victim.id)
+            self._remove(victim.id)
         if count:
             self._create_new(count)
         for batch_id in self.faults.remove_when_serving.pop(page, ()):
@@ -868,6 +1008,7 @@ class InkitSimulator:
         params = {
             key: values[-1] for key, values in parse_qs(split.query, keep_blank_values=True).items()
         }
+        arrived = time.time()
         with self._lock:
             self._request_count += 1
             number = self._request_count
@@ -875,6 +1016,13 @@ class InkitSimulator:
             advance = self.faults.auto_advance_every
             if advance and number % advance == 0:
                 self._step()
+        if fault in (None, "slow") and method == "GET" and path.rstrip("/") == "/v1/batch":
+            # The listing changes as the request arrives, before any wait:
+            # a slow answer the client gave up on changes nothing later.
+            if headers.get("X-Inkit-API-Token") == self.token:
+                page = params.get("page", "1")
+                with self._lock:
+                    self._add_before_serving(int(page) if _DIGITS.fullmatch(page) else 1)
         if self.faults.latency_seconds > 0:
             time.sleep(self.faults.latency_seconds)
         try:
@@ -886,7 +1034,9 @@ class InkitSimulator:
             response = _json_response(500, {"error": f"simulator: {type(error).__name__}: {error}"})
         with self._lock:
             self.requests.append(
-                RequestRecord(path, params, 0 if response.reset else response.status, fault, method)
+                RequestRecord(
+                    path, params, 0 if response.reset else response.status, fault, method, arrived
+                )
             )
         return response
 

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from . import alerts
@@ -84,7 +84,7 @@ class SyncState:
         return (
             not self.stale
             and self.basis is not None
-            and self.basis.outcome == SyncRun.Outcome.SUCCEEDED
+            and self.basis.outcome in SyncRun.READ_OUTCOMES
         )
 
 
@@ -133,9 +133,13 @@ def sync_state(now: datetime, sync_run: SyncRun | None = None) -> SyncState:
 
 
 def declare_stuck(as_of: datetime, now: datetime) -> list[BatchEvent]:
-    """Declare stuck every batch stuck as of `as_of` not declared yet; one
-    STUCK event each. Longest without progress first."""
-    candidates = Batch.objects.stuck(as_of).filter(stuck_since__isnull=True)
+    """Declare stuck every batch stuck as of `as_of` not declared yet, among
+    those the API showed at or after `as_of` (a quick sync reads only some
+    batches; each batch's checked_at says how fresh its row is): one STUCK
+    event each. Longest without progress first."""
+    candidates = Batch.objects.stuck(as_of).filter(
+        Q(checked_at__isnull=True) | Q(checked_at__gte=as_of), stuck_since__isnull=True
+    )
     ids = candidates.order_by("last_progress_at", "id").values_list("id", flat=True)
 
     def event(row: dict) -> BatchEvent:
@@ -273,6 +277,11 @@ def evaluate_stuck(
     events: list[BatchEvent] = []
     if state.fresh:
         events += declare_stuck(as_of=state.basis.started_at, now=now)
+        # A quick sync re-reads only what can have changed; the last full
+        # sweep read the rest, and what it read is fact as of its start.
+        sweep = SyncRun.objects.full_sweeps().succeeded().order_by("-started_at").first()
+        if sweep is not None and sweep.pk != state.basis.pk:
+            events += declare_stuck(as_of=sweep.started_at, now=now)
     # Recoveries and finishes are observed progress, true however old the
     # data: they are recorded whether or not the last sync succeeded.
     events += clear_recovered(now)

@@ -18,6 +18,7 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -98,17 +99,46 @@ class LatestSyncs:
     now: datetime
     last: SyncRun | None
     last_success: SyncRun | None
+    # The last finished run of each kind (SyncRun.Kind values as keys).
+    by_kind: dict[str, SyncRun] = field(default_factory=dict)
     interval_seconds: int = field(default_factory=lambda: settings.SYNC_INTERVAL_SECONDS)
+
+    # The last full sweep that read the listing to the end.
+    last_sweep: SyncRun | None = None
 
     @classmethod
     def load(cls, now: datetime | None = None) -> LatestSyncs:
-        # Both served by SyncRun's indexes on -started_at (the second partial).
-        last = SyncRun.objects.finished().order_by("-started_at").first()
-        if last is not None and last.outcome == SyncRun.Outcome.SUCCEEDED:
-            success = last
-        else:
-            success = SyncRun.objects.last_success()
-        return cls(now=now or timezone.now(), last=last, last_success=success)
+        """One query: for each kind of run, its last finished run and its
+        last success (each a LIMIT 1 on an index on kind, -started_at)."""
+        picks = Q()
+        for kind in SyncRun.Kind.values:
+            of_kind = SyncRun.objects.filter(kind=kind)
+            picks |= Q(pk__in=of_kind.finished().order_by("-started_at").values("pk")[:1])
+            picks |= Q(pk__in=of_kind.succeeded().order_by("-started_at").values("pk")[:1])
+        runs = list(SyncRun.objects.filter(picks).defer("summary").order_by("-started_at"))
+        finished = [run for run in runs if run.outcome not in (SyncRun.Outcome.RUNNING, SyncRun.Outcome.SKIPPED)]
+        read = [run for run in runs if run.outcome in SyncRun.READ_OUTCOMES]
+        by_kind: dict[str, SyncRun] = {}
+        for run in finished:
+            by_kind.setdefault(run.kind, run)
+        sweep = next((run for run in read if run.kind == SyncRun.Kind.FULL), None)
+        return cls(
+            now=now or timezone.now(),
+            last=next(iter(finished), None),
+            last_success=next(iter(read), None),
+            by_kind=by_kind,
+            last_sweep=sweep,
+        )
+
+    def completeness_warning(self) -> str | None:
+        """Why the mirror is not proven complete, if it is not: the last
+        full sweep could not verify it (or none has finished yet)."""
+        sweep = self.last_sweep
+        if sweep is None:
+            return "no full sweep has finished yet, so the mirror is not proven complete"
+        if sweep.outcome == SyncRun.Outcome.UNVERIFIED:
+            return f"the last full sweep (#{sweep.pk}) could not verify that the mirror is complete"
+        return None
 
     @property
     def stale_after_seconds(self) -> int:
@@ -143,8 +173,10 @@ class LatestSyncs:
         duration = run.duration
         return {
             "id": run.pk,
+            "kind": run.kind,
             "outcome": run.outcome,
             "trigger": run.trigger,
+            "api_requests": run.api_requests,
             "started_at": run.started_at.isoformat(),
             "finished_at": run.finished_at.isoformat() if run.finished_at else None,
             "age_seconds": _rounded(self.age_seconds(run)),
@@ -175,6 +207,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     web_only = scope == "web"
     checks: dict[str, str] = {}
     reasons: list[str] = []
+    warnings: list[str] = []
     sync: dict | None = None
 
     problem = database_problem()
@@ -194,17 +227,26 @@ def healthz(request: HttpRequest) -> JsonResponse:
             checks["sync"] = "ok" if problem is None else "failing"
             if problem:
                 reasons.append(problem)
+            # An unverified mirror is not down: said, not failed on.
+            warning = syncs.completeness_warning()
+            checks["completeness"] = "ok" if warning is None else "unverified"
+            if warning:
+                warnings.append(warning)
             sync = {
                 "interval_seconds": syncs.interval_seconds,
                 "stale_after_seconds": syncs.stale_after_seconds,
                 "last_run": syncs.describe(syncs.last),
                 "last_success": syncs.describe(syncs.last_success),
+                "last_quick_sync": syncs.describe(syncs.by_kind.get(SyncRun.Kind.QUICK)),
+                "last_full_sweep": syncs.describe(syncs.by_kind.get(SyncRun.Kind.FULL)),
             }
         else:
             checks["sync"] = "unknown"
 
     healthy = not reasons
     body: dict = {"status": "ok" if healthy else "failing", "reasons": reasons, "checks": checks}
+    if warnings:
+        body["warnings"] = warnings
     if sync is not None:
         body["sync"] = sync
     body["version"] = settings.VERSION
@@ -287,6 +329,17 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+def _budget_used() -> int | None:
+    """The shared request budget's use over the last minute (Redis only)."""
+    from batches.sync import budget
+
+    try:
+        return budget.from_settings().used()
+    except Exception as error:
+        log.warning("metrics: the request budget cannot be read: %s", _redacted(error))
+        return None
+
+
 def _is_error(status: str) -> bool:
     """Anything but a 2xx: 4xx, 5xx and failures without a status (timeouts)."""
     return not (status.isdigit() and status.startswith("2"))
@@ -361,10 +414,13 @@ def render_metrics(now: datetime | None = None) -> str:
         )
         out.gauge(
             "batchwatch_last_sync_outcome",
-            "The last finished sync's outcome: 1 for the outcome it had, 0 for the other.",
+            "The last finished sync's outcome: 1 for the outcome it had, 0 for the others "
+            "(unverified: finished, completeness not proven).",
             (
                 ({"outcome": outcome}, int(last.outcome == outcome))
-                for outcome in (SyncRun.Outcome.SUCCEEDED, SyncRun.Outcome.FAILED)
+                for outcome in (
+                    SyncRun.Outcome.SUCCEEDED, SyncRun.Outcome.UNVERIFIED, SyncRun.Outcome.FAILED
+                )
             ),
         )
         out.gauge(
@@ -392,6 +448,41 @@ def render_metrics(now: datetime | None = None) -> str:
             "(the error statuses of batchwatch_last_sync_api_responses, summed).",
             [({}, sum(count for status, count in responses.items() if _is_error(status)))],
         )
+    runs = sorted(syncs.by_kind.items())
+    if runs:
+        out.gauge(
+            "batchwatch_last_run_timestamp_seconds",
+            "When the last finished run of each kind (full sweep, quick sync) finished, in Unix time.",
+            (({"kind": kind}, run.finished_at.timestamp()) for kind, run in runs if run.finished_at),
+        )
+        out.gauge(
+            "batchwatch_last_run_verified",
+            "1 when the last finished run of each kind was verified complete (succeeded), else 0.",
+            (({"kind": kind}, int(run.outcome == SyncRun.Outcome.SUCCEEDED)) for kind, run in runs),
+        )
+        out.gauge(
+            "batchwatch_last_run_api_requests",
+            "Requests to Inkit the last finished run of each kind made, retries included.",
+            (({"kind": kind}, run.api_requests) for kind, run in runs),
+        )
+        out.gauge(
+            "batchwatch_last_run_api_requests_per_minute",
+            "Requests to Inkit per minute over the last finished run of each kind.",
+            (({"kind": kind}, run.requests_per_minute or 0.0) for kind, run in runs),
+        )
+    out.gauge(
+        "batchwatch_inkit_request_budget_per_minute",
+        "The most requests to Inkit in any 60 seconds (INKIT_MAX_REQUESTS_PER_MINUTE).",
+        [({}, settings.INKIT_MAX_REQUESTS_PER_MINUTE)],
+    )
+    if settings.REDIS_URL:
+        used = _budget_used()
+        if used is not None:
+            out.gauge(
+                "batchwatch_inkit_requests_last_minute",
+                "Requests to Inkit in the last 60 seconds, by every worker (the shared budget's window).",
+                [({}, used)],
+            )
     success = syncs.last_success
     if success is not None and success.finished_at is not None:
         out.gauge(

@@ -155,6 +155,7 @@ try:
         DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 
     REDIS_URL = envurl("REDIS_URL", schemes=("redis", "rediss"))
+    REDIS_SSL_VERIFY = envbool("REDIS_SSL_VERIFY", False)
     # Heroku and Dokku set DYNO. There web, worker and beat run on separate
     # machines, where the embedded filesystem broker would silently deliver
     # nothing: refuse to start rather than never sync.
@@ -176,9 +177,20 @@ try:
     SYNC_WRITERS = envint("SYNC_WRITERS", 2, minimum=1, maximum=8)
     # The longest one sync may take; it stops between pages past this.
     SYNC_TIME_LIMIT_SECONDS = envint("SYNC_TIME_LIMIT_SECONDS", 900, minimum=60)
-    # How long a sync's lock outlives its last heartbeat: the longest a killed
-    # worker can keep other syncs out.
-    SYNC_LOCK_SECONDS = envint("SYNC_LOCK_SECONDS", 300, minimum=30)
+    # How long a sync's lock outlives its last heartbeat (a run beats nine
+    # times per this, from its own thread): the longest a killed worker can
+    # keep other runs of its kind out, and show as syncing in the header.
+    SYNC_LOCK_SECONDS = envint("SYNC_LOCK_SECONDS", 45, minimum=10)
+    # How often beat starts a full sweep (quick syncs run every
+    # SYNC_INTERVAL_SECONDS in between). 30 suits 100,000 batches under the
+    # default budget: a sweep of 1,001 pages at 75 % of 120 a minute takes
+    # about 11 minutes. README: how to pick it.
+    SYNC_FULL_SWEEP_MINUTES = envint("SYNC_FULL_SWEEP_MINUTES", 30, minimum=1)
+    # Every request to Inkit (retries and per-batch GETs included) waits for
+    # a slot: never more than this in any 60 seconds, across every worker
+    # process when REDIS_URL is set (per process without it). Inkit publishes
+    # no limit; the one figure about (300 a minute) is unverified.
+    INKIT_MAX_REQUESTS_PER_MINUTE = envint("INKIT_MAX_REQUESTS_PER_MINUTE", 120, minimum=10)
     # Task threads per worker process. Celery's default is the CPU count,
     # which on a platform's container is the host's, not the dyno's share.
     WORKER_CONCURRENCY = envint("WORKER_CONCURRENCY", 4, minimum=1, maximum=64)
@@ -422,11 +434,19 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 # filesystem is harmless: the interval starts over.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
+    # Quick syncs between full sweeps (batches/sync/runs.py).
     "sync-batches": {
         "task": "batches.tasks.sync_batches",
         "schedule": float(SYNC_INTERVAL_SECONDS),
+        "kwargs": {"kind": "quick"},
         # A beat tick older than one interval is pointless: the next one comes.
         "options": {"expires": float(SYNC_INTERVAL_SECONDS)},
+    },
+    "full-sweep": {
+        "task": "batches.tasks.sync_batches",
+        "schedule": float(SYNC_FULL_SWEEP_MINUTES * 60),
+        "kwargs": {"kind": "full"},
+        "options": {"expires": float(SYNC_FULL_SWEEP_MINUTES * 60)},
     },
     # The safety net behind the post-sync evaluation: retries due alert
     # deliveries, and notices syncing going stale when syncs stop finishing.

@@ -1,5 +1,6 @@
-"""What the header says about syncing: the last success and its age, a run in
-progress, the last failure, staleness, and a queued "Sync now"."""
+"""What the header says about syncing: the last quick sync and the last full
+sweep and their ages, a run in progress, the last failure, staleness, and a
+queued "Sync now"."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from batches.models import SyncRun
 # The header polls this often while a sync runs or a queued one is awaited.
 POLL_SECONDS = 2
 # A RUNNING run is not held to its lock this early: sync_all creates the run
-# a moment before it claims the lock.
-LOCK_GRACE = timedelta(seconds=30)
+# a moment before it claims the lock. After that a run counts as running only
+# while its heartbeat keeps its lock alive (SYNC_LOCK_SECONDS).
+LOCK_GRACE = timedelta(seconds=5)
 # How long a queued "Sync now" is awaited before the header stops polling
 # and says no worker picked it up.
 QUEUE_PATIENCE = timedelta(minutes=2)
@@ -25,43 +27,58 @@ class SyncStatus:
     now: datetime
     latest: SyncRun | None  # the newest run that was not skipped
     previous: SyncRun | None  # the one before it
-    last_success: SyncRun | None
+    last_success: SyncRun | None  # of either kind (succeeded or unverified)
     # Set while following a "Sync now": the newest run id when it was
     # pressed and when, so the header waits for a run after it.
     after: int | None = None
     queued_at: datetime | None = None
     newest_id: int = 0
+    attempts: tuple[SyncRun, ...] = ()  # the latest runs of each kind, newest first
+    last_quick: SyncRun | None = None
+    last_full: SyncRun | None = None
 
     @classmethod
     def load(cls, *, after: int | None = None, queued_at: datetime | None = None) -> SyncStatus:
         """Read the runs the header needs: one query, two when following."""
         runs = list(SyncRun.objects.for_header())
         attempts = [run for run in runs if run.outcome != SyncRun.Outcome.SKIPPED]
-        success = next((run for run in runs if run.outcome == SyncRun.Outcome.SUCCEEDED), None)
-        # Newest first: a last success older than the two latest attempts
-        # comes third, so the first two are those attempts.
+        read = [run for run in runs if run.outcome in SyncRun.READ_OUTCOMES]
+        success = next(iter(read), None)
+        quick = next((run for run in read if run.kind == SyncRun.Kind.QUICK), None)
+        full = next((run for run in read if run.kind == SyncRun.Kind.FULL), None)
         latest, previous = (attempts + [None, None])[:2]
         newest_id = SyncRun.objects.newest_id() if after is not None else 0
-        return cls(timezone.now(), latest, previous, success, after, queued_at, newest_id)
+        return cls(
+            timezone.now(), latest, previous, success, after, queued_at, newest_id,
+            tuple(attempts), quick, full,
+        )
+
+    def is_alive(self, run: SyncRun) -> bool:
+        """A RUNNING run whose heartbeat keeps its lock (or that just began)."""
+        return run.outcome == SyncRun.Outcome.RUNNING and (
+            getattr(run, "holds_lock", False) or self.now - run.started_at < LOCK_GRACE
+        )
+
+    @property
+    def running_runs(self) -> list[SyncRun]:
+        """The runs in progress (a quick sync may run during a full sweep)."""
+        return [run for run in self.attempts or (self.latest,) if run is not None and self.is_alive(run)]
 
     @property
     def running(self) -> SyncRun | None:
-        """The run in progress, if one is (and its worker is alive)."""
-        run = self.latest
-        if run is None or run.outcome != SyncRun.Outcome.RUNNING:
-            return None
-        if getattr(run, "holds_lock", False) or self.now - run.started_at < LOCK_GRACE:
-            return run
-        return None
+        """The run in progress, a full sweep before a quick sync, if one is
+        (and its worker is alive: never once its heartbeat lapsed)."""
+        runs = sorted(self.running_runs, key=lambda run: run.kind != SyncRun.Kind.FULL)
+        return runs[0] if runs else None
 
     @property
     def last_failure(self) -> SyncRun | None:
         """The latest finished run if it failed (or lost its worker): an
         operator should know until a later run succeeds."""
-        for run in (self.latest, self.previous):
-            if run is None or run is self.running:
+        for run in self.attempts or (self.latest, self.previous):
+            if run is None or self.is_alive(run):
                 continue
-            if run.outcome == SyncRun.Outcome.SUCCEEDED:
+            if run.outcome in SyncRun.READ_OUTCOMES:
                 return None
             return run
         return None
@@ -114,7 +131,7 @@ class SyncStatus:
         run = self.running
         if run is None or not run.page_count:
             return 0
-        return min(100, round(100 * run.pages_fetched / run.page_count))
+        return min(100, round(100 * run.pages_done / run.page_count))
 
     def follow_query(self) -> str:
         """The query string that keeps following a queued sync."""

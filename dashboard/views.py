@@ -243,7 +243,7 @@ def sync_runs(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def sync_now(request: HttpRequest) -> HttpResponse:
-    """Queue a sync (staff only) and answer with a header that follows it."""
+    """Queue a quick sync (staff only) and answer with a header that follows it."""
     if not request.user.is_staff:
         raise PermissionDenied("Only staff can start a sync.")
     after = SyncRun.objects.newest_id()
@@ -259,6 +259,16 @@ def sync_now(request: HttpRequest) -> HttpResponse:
     ):
         back = reverse("batch-list")
     return HttpResponseRedirect(back)
+
+
+@require_POST
+def start_full_sweep(request: HttpRequest) -> HttpResponse:
+    """Queue a full sweep (staff only) from /sync-runs/."""
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff can start a full sweep.")
+    transaction.on_commit(lambda: queue_sync(SyncRun.Trigger.MANUAL, kind=SyncRun.Kind.FULL))
+    messages.success(request, "Full sweep queued: it shows here once a worker starts it.")
+    return redirect("sync-runs")
 
 
 @require_GET

@@ -49,6 +49,9 @@ def simulator(settings) -> Iterator[InkitSimulator]:
         settings.INKIT_API_BASE_URL = server.url
         settings.INKIT_API_TOKEN = TOKEN
         settings.INKIT_PAGE_SIZE = 25
+        # The budget is tested on its own (test_sync_budget.py); elsewhere it
+        # must not slow the suite.
+        settings.INKIT_MAX_REQUESTS_PER_MINUTE = 1_000_000
         yield sim
 
 
@@ -125,6 +128,16 @@ def staff_client(client, staff_user):
     """The test client signed in as staff_user."""
     client.force_login(staff_user)
     return client
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Started processes, killed at the end whatever happens."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        if process.running():
+            process.kill()
 
 
 @pytest.fixture

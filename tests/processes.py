@@ -259,3 +259,35 @@ def database_url_for_tests() -> str:
     host = db["HOST"] or "127.0.0.1"
     auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
     return f"postgres://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def sweep_on_a_worker(settings, processes: list[Process], **env: str):
+    """The Procfile's worker, one sync thread, 5 batches a page, syncing from
+    the test's simulator; a full sweep queued and under way (two pages in).
+    Returns (worker, the running SyncRun)."""
+    from batches.models import SyncRun
+    from batches.tasks import sync_batches
+
+    worker = Process(
+        "worker",
+        procfile()["worker"],
+        base_env(
+            DATABASE_URL=database_url_for_tests(),
+            INKIT_API_BASE_URL=settings.INKIT_API_BASE_URL,
+            INKIT_API_TOKEN=settings.INKIT_API_TOKEN,
+            INKIT_PAGE_SIZE="5",
+            SYNC_CONCURRENCY="1",
+            WORKER_CONCURRENCY="1",
+            **env,
+        ),
+    )
+    processes.append(worker)
+    worker.wait_for_line(r"celery@\S+ ready\.")
+    sync_batches.delay(trigger=SyncRun.Trigger.MANUAL, kind=SyncRun.Kind.FULL)
+    run = poll(
+        lambda: SyncRun.objects.filter(outcome=SyncRun.Outcome.RUNNING, pages_fetched__gte=2).first(),
+        60,
+        "the sync getting under way",
+        every=0.1,
+    )
+    return worker, run

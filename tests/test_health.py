@@ -40,7 +40,8 @@ def test_it_is_healthy_after_a_recent_successful_sync(client, settings):
     assert "no-store" in response["Cache-Control"]
     body = response.json()
     assert body["status"] == "ok" and body["reasons"] == []
-    assert body["checks"] == {"database": "ok", "broker": "ok", "sync": "ok"}
+    assert body["checks"] == {"database": "ok", "broker": "ok", "sync": "ok", "completeness": "ok"}
+    assert "warnings" not in body
     last = body["sync"]["last_run"]
     assert last["id"] == run.pk and last["outcome"] == "succeeded" and last["trigger"] == "schedule"
     assert 10 <= last["age_seconds"] < 70
@@ -84,12 +85,25 @@ def test_it_turns_503_when_the_last_success_is_older_than_three_intervals(client
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "failing"
-    assert body["checks"] == {"database": "ok", "broker": "ok", "sync": "failing"}
+    assert body["checks"] == {"database": "ok", "broker": "ok", "sync": "failing", "completeness": "ok"}
     [reason] = body["reasons"]
     assert reason.startswith("the last successful sync finished 19")
     assert "more than 3 sync intervals (180 s)" in reason
     assert body["sync"]["last_run"]["outcome"] == "failed"
     assert body["sync"]["last_success"]["outcome"] == "succeeded"
+
+
+def test_an_unverified_full_sweep_is_a_warning_not_silence(client):
+    """Fresh data (200), but the mirror is not proven complete: said so."""
+    run = finished_run(SyncRun.Outcome.UNVERIFIED, 10, note="Read 12 pages; completeness not verified: page 3 was empty.")
+    quick = finished_run(SyncRun.Outcome.SUCCEEDED, 5, kind=SyncRun.Kind.QUICK)
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["checks"]["completeness"] == "unverified"
+    assert body["warnings"] == [f"the last full sweep (#{run.pk}) could not verify that the mirror is complete"]
+    assert body["sync"]["last_full_sweep"]["outcome"] == "unverified"
+    assert body["sync"]["last_quick_sync"]["id"] == quick.pk
 
 
 def test_it_turns_503_when_no_sync_has_succeeded_yet(client):
@@ -120,7 +134,7 @@ def test_it_turns_503_quickly_when_the_broker_does_not_answer(client, monkeypatc
     assert response.status_code == 503
     body = response.json()
     assert body["reasons"] == ["the broker is unreachable"]
-    assert body["checks"] == {"database": "ok", "broker": "failing", "sync": "ok"}
+    assert body["checks"] == {"database": "ok", "broker": "failing", "sync": "ok", "completeness": "ok"}
     assert took < 5, f"{took:.1f} s"
     assert b"broker-pw" not in response.content
 

@@ -222,3 +222,16 @@ def test_a_scrape_scans_no_table(metrics_token, monkeypatch, django_assert_max_n
         )
     with django_assert_max_num_queries(4):
         scrape()
+
+
+def test_runs_are_reported_by_kind_with_their_requests_per_minute(metrics_token):
+    now = timezone.now()
+    SyncRun.objects.create(kind=SyncRun.Kind.FULL, outcome=SyncRun.Outcome.UNVERIFIED, started_at=now - timedelta(minutes=10), finished_at=now - timedelta(minutes=5), api_requests=450)
+    SyncRun.objects.create(kind=SyncRun.Kind.QUICK, outcome=SyncRun.Outcome.SUCCEEDED, started_at=now - timedelta(seconds=30), finished_at=now - timedelta(seconds=28), api_requests=6)
+    text = scrape()
+    assert 'batchwatch_last_run_verified{kind="full"} 0' in text
+    assert 'batchwatch_last_run_verified{kind="quick"} 1' in text
+    assert 'batchwatch_last_run_api_requests_per_minute{kind="full"} 90' in text
+    assert 'batchwatch_last_run_api_requests_per_minute{kind="quick"} 180' in text
+    assert 'batchwatch_last_sync_outcome{outcome="unverified"} 0' in text
+    assert "batchwatch_inkit_request_budget_per_minute 120" in text

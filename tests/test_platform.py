@@ -14,7 +14,6 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -22,20 +21,19 @@ from django.conf import settings
 
 from batches.models import SyncLock, SyncRun
 from batches.simulator import InkitSimulator
-from batches.tasks import sync_batches
 
 from .processes import (
     PLATFORM_GRACE_SECONDS,
     ROOT,
     Process,
     base_env,
-    database_url_for_tests,
     free_port,
     poll,
     procfile,
     run_to_completion,
     silent_port,
     stop_all,
+    sweep_on_a_worker,
     throwaway_database,
 )
 
@@ -57,16 +55,6 @@ def parse_metrics(text: str) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             samples[key] = float(value)
     return samples
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    """Started processes, killed at the end whatever happens."""
-    started: list[Process] = []
-    yield started
-    for process in started:
-        if process.running():
-            process.kill()
 
 
 def test_the_procfile_has_the_four_process_types():
@@ -173,7 +161,9 @@ def test_it_boots_like_a_platform_and_a_scheduled_sync_turns_healthz_green(tmp_p
         status, body = healthz(base)
         assert status == 503, body
         assert body["reasons"] == ["no sync has succeeded yet"]
-        assert body["checks"] == {"database": "ok", "broker": "ok", "sync": "failing"}
+        assert body["checks"] == {
+            "database": "ok", "broker": "ok", "sync": "failing", "completeness": "unverified",
+        }
 
         worker = Process("worker", commands["worker"], env)
         beat = Process("beat", commands["beat"], env)
@@ -301,27 +291,7 @@ def test_the_worker_stops_a_running_sync_cleanly_on_sigterm(simulator, settings,
     failed, releases the lock, and the worker exits 0 well inside 30 s."""
     # 127 batches, 5 to a page, one page at a time, 0.2 s each: about 6 s.
     simulator.faults.latency_seconds = 0.2
-    env = base_env(
-        DATABASE_URL=database_url_for_tests(),
-        INKIT_API_BASE_URL=settings.INKIT_API_BASE_URL,
-        INKIT_API_TOKEN=settings.INKIT_API_TOKEN,
-        INKIT_PAGE_SIZE="5",
-        SYNC_CONCURRENCY="1",
-        WORKER_CONCURRENCY="1",
-    )
-    worker = Process("worker", procfile()["worker"], env)
-    processes.append(worker)
-    worker.wait_for_line(r"celery@\S+ ready\.")
-
-    sync_batches.delay(trigger=SyncRun.Trigger.MANUAL)
-    run = poll(
-        lambda: SyncRun.objects.filter(
-            outcome=SyncRun.Outcome.RUNNING, pages_fetched__gte=2
-        ).first(),
-        60,
-        "the sync getting under way",
-        every=0.1,
-    )
+    worker, run = sweep_on_a_worker(settings, processes)
     assert run.page_count and run.page_count > run.pages_fetched + 5  # far from done
 
     started = time.monotonic()

@@ -361,6 +361,7 @@ SORT_RULES = {
 
 @pytest.mark.parametrize("key", list(SORT_RULES))
 def test_it_sorts_by_each_key_in_both_directions(sim, server, session, key):
+    sim.faults.created_at_order = "oldest"  # The plain reading; the vendor's is below.
     ascending = ids(sorted(sim.snapshot().values(), key=SORT_RULES[key]))
 
     up = get(session, server, sort=key, page_size=100).json()
@@ -375,7 +376,35 @@ def test_it_sorts_by_each_key_in_both_directions(sim, server, session, key):
     assert ids(down["items"]) == ascending[::-1][:100]
 
 
+@pytest.mark.parametrize(("order", "honoured", "plain", "minus"), [
+    ("newest", True, "newest", "oldest"),  # the default: the vendor's example
+    ("newest", False, "newest", "newest"),
+    ("oldest", True, "oldest", "newest"),
+    ("oldest", False, "oldest", "oldest"),
+])
+def test_sort_created_at_lists_as_switched(sim, server, session, order, honoured, plain, minus):
+    sim.faults.created_at_order, sim.faults.descending_honoured = order, honoured
+    newest_first = [i["id"] for i in sim.items()][:100]
+    for sort, expected in (("created_at", plain), ("-created_at", minus)):
+        served = get(session, server, sort=sort, page_size=100).json()
+        assert served["metadata"]["sort"] == {"key": "created_at", "order": -1 if sort[0] == "-" else 1}
+        got = ids(served["items"])
+        assert got == (newest_first if expected == "newest" else ids(sorted(sim.items(), key=lambda i: (i["created_at"], i["id"])))[:100])
+
+
+def test_batches_come_and_go_while_a_client_pages(sim, server, session):
+    sim.faults.create_every_listing, sim.faults.delete_every_listing = 2, 3
+    before = set(sim.snapshot())
+    for page in range(1, 7):
+        get(session, server, page=page)
+    after = set(sim.snapshot())
+    assert len(after - before) == 3 and len(sim.deleted_while_listing) == 2
+    assert not after & set(sim.deleted_while_listing)
+    assert all(record.at > 0 for record in sim.requests)
+
+
 def test_it_breaks_sort_ties_by_id(sim, server, session):
+    sim.faults.created_at_order = "oldest"
     tied = sorted(sim.items()[:5], key=lambda i: i["id"])
     for item in tied:
         sim.set_batch(item["id"], created_at="2025-02-01T00:00:00.000000Z", total=4242)

@@ -26,6 +26,7 @@ from batches.models import (
 )
 from batches.stuck import evaluate_stuck
 from batches.sync import sync_all
+from batches.tasks import check_stuck
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("alert_settings")]
 
@@ -381,6 +382,7 @@ def test_a_real_sync_declares_stuck_and_then_recovered(simulator, inkit):
     Batch.objects.filter(pk=target["id"]).update(first_seen_at=long_ago, last_progress_at=long_ago)
 
     run = sync_all(client=inkit)
+    check_stuck(sync_run_id=run.pk)  # The task the sync queues after each run.
 
     [event] = events(BatchEvent.Kind.STUCK)
     assert event.batch_id == target["id"]
@@ -392,7 +394,7 @@ def test_a_real_sync_declares_stuck_and_then_recovered(simulator, inkit):
         target["id"],
         destinations={**target["destinations"], name: dict(dest, completed=dest["completed"] + 1)},
     )
-    sync_all(client=inkit)
+    check_stuck(sync_run_id=sync_all(client=inkit).pk)
 
     [event] = events(BatchEvent.Kind.RECOVERED)
     assert event.batch_id == target["id"]
@@ -406,5 +408,7 @@ def test_a_failing_evaluation_never_fails_the_sync(simulator, inkit, monkeypatch
     monkeypatch.setattr(stuck, "clear_recovered", lambda now: broken())
     with caplog.at_level(logging.ERROR, logger="batches.stuck"):
         run = sync_all(client=inkit)
+        # The sync only queues the evaluation; its task never raises.
+        assert check_stuck(sync_run_id=run.pk) is None
     assert run.outcome == SyncRun.Outcome.SUCCEEDED
     assert "stuck evaluation after sync" in caplog.text and "evaluator bug" in caplog.text

@@ -14,10 +14,9 @@ from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from batches import sync as sync_module
 from batches.inkit import InkitClient
-from batches.models import Batch, BatchEvent, SyncLock, SyncRun
-from batches.sync import STOPPED, TIME_LIMIT, _Sync, shutdown_requested, sync_all
+from batches.models import Batch, BatchEvent, SyncListing, SyncLock, SyncRun
+from batches.sync import STOPPED, TIME_LIMIT, FullSweep, runs, shutdown_requested, sync_all
 
 from .conftest import TOKEN, no_sleep
 
@@ -48,9 +47,11 @@ def assert_database_matches(sim) -> None:
 
 
 def writes_to(queries, table: str) -> list[str]:
+    """Statements writing a table's content (not the checked_at every read moves)."""
     return [
         q["sql"] for q in queries
         if table in q["sql"] and q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+        and not q["sql"].lstrip().upper().startswith("UPDATE \"BATCHES_BATCH\" SET CHECKED_AT")
     ]
 
 
@@ -61,7 +62,10 @@ def test_a_first_sync_copies_every_batch_exactly(simulator, inkit):
     assert_database_matches(simulator)
     total = len(simulator.snapshot())
     assert (run.batches_seen, run.batches_created, run.batches_updated) == (total, total, 0)
-    assert run.pages_fetched == run.page_count == -(-total // 25)
+    assert run.page_count == -(-total // 25)
+    # Every page once, plus the probes of the order and the re-reads that
+    # prove the listing complete (seams, the newest end): a handful.
+    assert run.page_count < run.pages_fetched <= run.page_count + 8
     assert run.api_requests == run.pages_fetched and run.api_retries == 0
     assert run.summary["batches"] == total
 
@@ -74,9 +78,12 @@ def test_it_includes_the_reference_examples_batches(simulator, inkit):
 
 
 def test_a_second_sync_without_changes_writes_no_batch_rows(simulator, inkit):
-    sync_all(client=inkit)
+    first = sync_all(client=inkit)
     with CaptureQueriesContext(connection) as queries:
         run = sync_all(client=inkit)
+    # Only when each batch was last read moved on.
+    assert Batch.objects.filter(checked_at__gte=run.started_at).count() == run.batches_seen
+    assert Batch.objects.filter(checked_at__lt=first.finished_at).count() == 0
     assert run.outcome == SyncRun.Outcome.SUCCEEDED
     assert run.batches_unchanged == run.batches_seen == len(simulator.snapshot())
     assert run.batches_created == run.batches_updated == run.batches_gone == 0
@@ -189,15 +196,17 @@ def test_a_failed_sync_keeps_what_it_wrote_and_the_next_one_converges(simulator,
         id=gone, status="In Progress", total=1, created_at=timezone.now(), first_seen_at=timezone.now(),
         last_changed_at=timezone.now(), last_progress_at=timezone.now(), raw={},
     )
-    # Page 3 fails on every attempt.
-    simulator.faults.queue.extend(["200", "200"] + ["503"] * 3)
+    # Page 1 (newest first), page 1 (oldest first), the last page (6, with
+    # 2 batches) are read; page 5 fails on every attempt.
+    simulator.faults.queue.extend(["200"] * 3 + ["503"] * 3)
 
     failed = sync_all(client=client, concurrency=1)
 
     assert failed.outcome == SyncRun.Outcome.FAILED
-    assert "page 3" in failed.error and "503" in failed.error
+    assert "page 5" in failed.error and "503" in failed.error
     assert not failed.complete
-    assert failed.batches_created == 50  # Pages 1 and 2 are kept.
+    # Page 1 both ways are kept (page 6, the 2 newest, was on page 1 newest first).
+    assert failed.batches_created == 50
     assert Batch.objects.count() == 51
     assert Batch.objects.get(pk=gone).gone_at is None  # Never marked gone after a failure.
 
@@ -250,7 +259,7 @@ def test_batches_created_mid_sync_are_neither_missed_nor_duplicated(simulator, i
 
 
 def test_a_listing_out_of_order_is_never_used_to_mark_batches_gone(httpserver):
-    """A server that ignores sort=created_at cannot prove the listing complete."""
+    """A server whose pages follow no order cannot prove the listing complete."""
     old = timezone.now() - timedelta(days=2)
     Batch.objects.create(
         id="rb_old", status="Completed", total=1, created_at=old, first_seen_at=old,
@@ -261,21 +270,21 @@ def test_a_listing_out_of_order_is_never_used_to_mark_batches_gone(httpserver):
         return {"id": f"rb_{n}", "name": None, "status": "Completed", "total": 1,
                 "created_at": f"2024-01-{day:02d}T00:00:00.000000Z", "destinations": {}}
 
-    def page(items, number):
-        return {"items": items, "metadata": {"pagination": {
+    pages = {1: [item(1, 9), item(2, 7)], 2: [item(3, 8), item(4, 6)]}
+
+    def answer(request: Request) -> Response:
+        number = int(request.args["page"])
+        body = {"items": pages.get(number, []), "metadata": {"pagination": {
             "current_page": number, "next_page": 2 if number == 1 else None, "page_count": 2,
             "page_size": 2, "prev_page": None, "total_count": 4}}}
+        return Response(json.dumps(body), content_type="application/json")
 
-    httpserver.expect_request("/v1/batch", query_string={"page": "1", "page_size": "25", "sort": "created_at"}).respond_with_json(page([item(1, 9), item(2, 8)], 1))
-    httpserver.expect_request("/v1/batch", query_string={"page": "2", "page_size": "25", "sort": "created_at"}).respond_with_json(page([item(3, 7), item(4, 6)], 2))
+    httpserver.expect_request("/v1/batch").respond_with_handler(answer)  # Whatever the sort.
     client = InkitClient(httpserver.url_for("/v1"), "t", sleep=no_sleep)
-    from django.test import override_settings
-
-    with override_settings(INKIT_PAGE_SIZE=25):
-        run = sync_all(client=client)
-    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    run = sync_all(client=client)
+    assert run.outcome == SyncRun.Outcome.UNVERIFIED, run.error
     assert not run.complete
-    assert "not in created_at order" in run.note
+    assert "completeness not verified: pages 1 and 2 do not follow in order" in run.note
     assert Batch.objects.get(pk="rb_old").gone_at is None
     assert Batch.objects.filter(pk__startswith="rb_").count() == 5
 
@@ -393,10 +402,18 @@ def test_two_syncs_at_once_run_one_at_a_time(simulator, settings):
 
 def test_a_retry_backoff_is_cut_short_when_the_worker_shuts_down(simulator):
     simulator.faults.queue.extend(["503"] * 3)
-    shutdown_requested.set()  # As the worker_shutting_down signal does.
+
+    def stop_after_the_first_answer() -> None:
+        while not simulator.requests:
+            time.sleep(0.005)
+        shutdown_requested.set()  # As the worker_shutting_down signal does.
+
+    stopper = threading.Thread(target=stop_after_the_first_answer)
+    stopper.start()
     try:
         run = sync_all()  # The client from settings waits through wait_unless_stopping.
     finally:
+        stopper.join()
         shutdown_requested.clear()
     assert run.outcome == SyncRun.Outcome.FAILED
     assert run.error == STOPPED
@@ -430,11 +447,13 @@ def test_parallel_writers_copy_every_batch_exactly(simulator, settings, fault):
 @parallel
 def test_parallel_writers_stop_at_the_first_failure_and_keep_what_they_wrote(simulator, settings):
     client = InkitClient(settings.INKIT_API_BASE_URL, TOKEN, sleep=no_sleep, max_retries=1)
-    simulator.faults.queue.extend(["200", "200", "200", "500", "500"])
+    simulator.faults.queue.extend(["200", "200", "200", "200", "500", "500"])
     run = sync_all(client=client, concurrency=1, writers=2)
     assert run.outcome == SyncRun.Outcome.FAILED
     assert "page 4" in run.error
-    assert Batch.objects.count() == 75  # Pages 1 to 3, written before the failure.
+    # Page 1 both ways and pages 6 and 5 (the newest 27, 25 of them on page
+    # 1 newest first), written before the failure.
+    assert Batch.objects.count() == run.batches_created == 25 + 25 + 2
     assert SyncLock.current_holder() is None
 
 
@@ -444,18 +463,18 @@ def test_a_page_racing_another_writer_for_a_new_batch_is_written_again(simulator
     """Two writers both see a batch as new (the listing put it on two pages):
     the second one's COPY waits on the first one's uncommitted row, fails
     when it commits, and the page is written again as an update."""
-    item = oldest_first(simulator)[0]
     page = inkit.list_batches(page=1, page_size=25, sort="created_at")
+    item = page.items[0].raw
     inserted = threading.Event()
     release = threading.Event()
     attempts = []
-    upsert = sync_module.upsert_batches
+    upsert = runs.upsert_batches
 
-    def counted_upsert(items, now):
+    def counted_upsert(items, now, read_at):
         attempts.append(len(items))
-        return upsert(items, now)
+        return upsert(items, now, read_at)
 
-    monkeypatch.setattr(sync_module, "upsert_batches", counted_upsert)
+    monkeypatch.setattr(runs, "upsert_batches", counted_upsert)
 
     def other_writer() -> None:
         with transaction.atomic():
@@ -477,11 +496,15 @@ def test_a_page_racing_another_writer_for_a_new_batch_is_written_again(simulator
             return cursor.fetchone()[0] > 0
 
     run = SyncRun.objects.create()
-    sync = _Sync(run, inkit, concurrency=1, writers=1, page_size=25, deadline=time.monotonic() + 60, progress=None)
+    heartbeat = runs.Heartbeat(run, threaded=False)
+    sync = FullSweep(
+        run, inkit, concurrency=1, writers=1, deadline=time.monotonic() + 60, progress=None,
+        heartbeat=heartbeat, listing=SyncListing.load(),
+    )
     other = threading.Thread(target=other_writer)
     other.start()
     assert inserted.wait(30)
-    writer = threading.Thread(target=lambda: (sync.write(page.items), connection.close()))
+    writer = threading.Thread(target=lambda: (sync.write_now(page.items, timezone.now()), connection.close()))
     writer.start()
     deadline = time.monotonic() + 30
     while not waiting_on_a_lock() and time.monotonic() < deadline:
@@ -542,27 +565,22 @@ def test_a_last_page_that_fills_up_mid_sync_is_read_again(settings):
     assert run.batches_seen == run.batches_created == 80
 
 
-def test_a_batch_skipped_by_a_deletion_mid_sync_is_not_marked_gone(simulator, inkit):
-    """A batch deleted on page 1 while the sync reads page 2 shifts page 2's
-    first batch back onto page 1, already read: the listing looks complete
-    (one fewer batch, one fewer reported), yet that batch was never seen.
-    Inkit is asked about each unlisted batch before it is marked gone."""
+def test_a_batch_deleted_mid_sync_on_a_page_already_read_skips_nothing(simulator, inkit):
+    """Oldest first, read from the last page back: a batch deleted below the
+    page being read pulls the rest down into pages still to read, so
+    nothing slips past and nothing is wrongly marked gone."""
     sync_all(client=inkit)
     listing = oldest_first(simulator)
-    deleted, shifted = listing[0]["id"], listing[25]["id"]
+    deleted = listing[0]["id"]
     simulator.faults.remove_when_serving = {2: [deleted]}
 
     run = sync_all(client=inkit, concurrency=1)
 
     assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
-    assert run.complete
-    assert run.batches_gone == 0
-    assert Batch.objects.get(pk=shifted).gone_at is None
-    assert "still in Inkit" in run.note
-    asked = [r.path for r in simulator.requests if r.path.startswith("/v1/batch/")]
-    assert asked == [f"/v1/batch/{shifted}"]
-    # The deleted batch was read on page 1 before it went: the next sync,
-    # which no longer finds it, confirms and marks it.
+    assert run.complete and run.batches_gone == 0
+    assert Batch.objects.filter(gone_at__isnull=False).count() == 0
+    # The deleted batch was read (page 1, first) before it went: the next
+    # sweep, which no longer finds it, confirms and marks it.
     following = sync_all(client=inkit)
     assert following.batches_gone == 1
     assert Batch.objects.get(pk=deleted).gone_at is not None
@@ -572,10 +590,12 @@ def test_a_batch_skipped_by_a_deletion_mid_sync_is_not_marked_gone(simulator, in
 def test_nothing_is_marked_gone_when_inkit_cannot_confirm_it(simulator, settings):
     client = InkitClient(settings.INKIT_API_BASE_URL, TOKEN, sleep=no_sleep, max_retries=0)
     sync_all(client=client)
+    before = client.stats.requests
+    sync_all(client=client, concurrency=1)
+    reads = client.stats.requests - before  # What a sweep of this listing asks.
     removed = simulator.items()[3]["id"]
     simulator.remove_batch(removed)
-    pages = -(-len(simulator.items()) // 25)
-    simulator.faults.queue.extend(["200"] * pages + ["503"])  # The confirmation fails.
+    simulator.faults.queue.extend(["200"] * reads + ["503"])  # The confirmation fails.
 
     run = sync_all(client=client, concurrency=1)
 

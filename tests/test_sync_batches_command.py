@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -22,7 +23,7 @@ def test_it_shows_pages_done_of_the_total_and_ends_with_a_summary(simulator):
     assert f"Page {pages} of {pages}" in lines
     run = SyncRun.objects.get()
     assert lines[-1].startswith(f"sync #{run.pk} succeeded in ")
-    assert f"{pages} of {pages} pages, {len(simulator.items())} batches" in lines[-1]
+    assert re.search(rf"{pages} of {pages} pages \(\d+ reads\), {len(simulator.items())} batches", lines[-1])
     assert Batch.objects.count() == len(simulator.items())
 
 
@@ -33,7 +34,7 @@ def test_a_sync_another_one_is_running_exits_2(simulator):
     with pytest.raises(CommandError) as raised:
         call_command("sync_batches", stdout=io.StringIO())
     assert raised.value.returncode == 2
-    assert str(raised.value) == f"sync skipped: Another sync (#{holder.pk}) was running."
+    assert str(raised.value) == f"sync skipped: Another full sweep (#{holder.pk}) was running."
 
 
 @pytest.mark.django_db

@@ -81,7 +81,7 @@ def test_staff_queue_a_manual_sync_once_the_request_commits(staff_client, queued
     assert queued == []  # Not before the transaction commits.
     for callback in callbacks:
         callback()
-    assert queued == [{"trigger": "manual"}]
+    assert queued == [{"trigger": "manual", "kind": "quick"}]  # Sync now: a quick sync.
 
 
 def test_the_htmx_answer_is_a_header_that_follows_the_queued_sync(staff_client, queued):
@@ -140,6 +140,38 @@ def test_once_the_run_ends_the_header_stops_polling(ops_client):
     response = ops_client.get("/sync/status/")
     assert not polls(response)
     assert "Last sync just now" in text(response)
+
+
+def test_a_run_whose_heartbeat_lapsed_is_not_shown_as_syncing(ops_client):
+    """The lock is still the dead run's, but expired a second ago: the
+    header shows it stopped at once, not when the next run takes over."""
+    finished_sync(ago=timedelta(minutes=20))
+    run = running_run(started_ago=timedelta(minutes=1))
+    SyncLock.objects.filter(holder=run).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = ops_client.get("/sync/status/")
+    assert not polls(response)
+    assert "Syncing" not in text(response)
+    assert f"Sync #{run.pk} failed" in text(response)
+
+
+def test_a_quick_sync_during_a_full_sweep_shows_both(ops_client):
+    finished_sync(ago=timedelta(minutes=20))
+    finished_sync(ago=timedelta(minutes=1), kind=SyncRun.Kind.QUICK)
+    running_run(pages_fetched=40, page_count=100)
+    quick = SyncRun.objects.create(kind=SyncRun.Kind.QUICK, outcome=SyncRun.Outcome.RUNNING)
+    SyncLock.objects.create(name=SyncLock.QUICK, holder=quick, expires_at=timezone.now() + timedelta(seconds=30))
+    page = text(ops_client.get("/sync/status/"))
+    assert "Syncing: page 40 of 100 (full sweep)" in page
+    assert "Syncing: quick sync" in page
+    assert "Last quick sync 1 min ago" in page
+    assert "Last full sweep 20 min ago" in page
+
+
+def test_an_unverified_full_sweep_is_said_in_the_header(ops_client):
+    finished_sync(outcome=SyncRun.Outcome.UNVERIFIED, note="Read 3 pages; completeness not verified: page 2 of 3 was empty.")
+    page = text(ops_client.get("/sync/status/"))
+    assert "Last full sweep 30 s ago" in page
+    assert "unverified (Read 3 pages; completeness not verified: page 2 of 3 was empty.)" in page
 
 
 def test_a_run_whose_worker_died_is_reported_not_followed(ops_client):

@@ -54,3 +54,38 @@ def test_without_runs_it_says_so(ops_client):
 
 def test_it_needs_a_login(client):
     assert client.get("/sync-runs/").status_code == 302
+
+
+def test_each_run_shows_its_kind_and_requests_per_minute(ops_client):
+    finished_sync(kind=SyncRun.Kind.QUICK, api_requests=30, ago=timedelta(minutes=2))
+    sweep = finished_sync(outcome=SyncRun.Outcome.UNVERIFIED, note="Read 3 pages; completeness not verified: page 2 of 3 was empty.")
+    html = ops_client.get("/sync-runs/").content.decode()
+    rows = {m.group(1): re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", m.group(0))) for m in re.finditer(r'<tr id="run-(\d+)".*?</tr>', html, re.DOTALL)}
+    quick_row = next(row for pk, row in rows.items() if pk != str(sweep.pk))
+    assert "Quick sync" in quick_row and " 30 600 " in quick_row  # 30 requests in 3 s: 600 a minute
+    assert "Full sweep" in rows[str(sweep.pk)] and "Unverified" in rows[str(sweep.pk)]
+    assert "completeness not verified" in rows[str(sweep.pk)]
+
+
+def test_staff_start_a_full_sweep_from_the_page(staff_client, monkeypatch, django_capture_on_commit_callbacks):
+    from batches.tasks import sync_batches
+
+    queued = []
+    monkeypatch.setattr(sync_batches, "delay", lambda **kwargs: queued.append(kwargs))
+    assert 'id="full-sweep"' in staff_client.get("/sync-runs/").content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post("/sync-runs/full-sweep/", follow=True)
+    assert response.redirect_chain == [("/sync-runs/", 302)]
+    assert "Full sweep queued" in text(response)
+    assert queued == [{"trigger": "manual", "kind": "full"}]
+    assert staff_client.get("/sync-runs/full-sweep/").status_code == 405
+
+
+def test_only_staff_start_a_full_sweep_and_only_with_the_csrf_token(ops_client, staff_user, client):
+    assert 'id="full-sweep"' not in ops_client.get("/sync-runs/").content.decode()
+    assert ops_client.post("/sync-runs/full-sweep/").status_code == 403
+    from django.test import Client
+
+    csrf = Client(enforce_csrf_checks=True)
+    csrf.force_login(staff_user)
+    assert csrf.post("/sync-runs/full-sweep/").status_code == 403

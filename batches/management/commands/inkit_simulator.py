@@ -87,6 +87,39 @@ class Command(BaseCommand):
             "sync sees batches arrive while it pages.",
         )
         parser.add_argument(
+            "--created-at-order",
+            choices=["newest", "oldest"],
+            default="newest",
+            help="Which way an explicit sort=created_at lists: newest first (the vendor's "
+            "reading of its example, the default) or oldest first.",
+        )
+        parser.add_argument(
+            "--ignore-descending",
+            action="store_true",
+            help="Serve sort=-created_at as sort=created_at (the minus ignored).",
+        )
+        parser.add_argument(
+            "--create-while-listing",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Create one batch before every Nth page of the list served.",
+        )
+        parser.add_argument(
+            "--delete-while-listing",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Delete one batch, chosen at random, before every Nth page of the list served.",
+        )
+        parser.add_argument(
+            "--activity",
+            action="store_true",
+            help="A realistic account: about 2,000 new batches a day over the history, each "
+            "finishing 1 to 6 hours after it was created (1 %% with failures, 0.5 %% never), "
+            "and new ones arriving at that rate in real time.",
+        )
+        parser.add_argument(
             "--now",
             type=datetime.fromisoformat,
             default=None,
@@ -105,6 +138,7 @@ class Command(BaseCommand):
             token=options["token"],
             max_page_size=options["max_page_size"],
             now=options["now"],
+            activity=options["activity"],
         )
         faults = simulator.faults
         faults.latency_seconds = options["latency"]
@@ -115,6 +149,10 @@ class Command(BaseCommand):
         faults.slow_every = options["slow_every"]
         faults.slow_seconds = options["slow_seconds"]
         faults.add_every_listing = options["add_mid_listing"]
+        faults.created_at_order = options["created_at_order"]
+        faults.descending_honoured = not options["ignore_descending"]
+        faults.create_every_listing = options["create_while_listing"]
+        faults.delete_every_listing = options["delete_while_listing"]
 
         try:
             server = simulator.serve(options["host"], options["port"], verbose=options["verbose"])
@@ -171,6 +209,8 @@ class Command(BaseCommand):
             raise CommandError("--error-rate must be between 0 and 1")
         if options["slow_seconds"] < 0 or options["add_mid_listing"] < 0:
             raise CommandError("--slow-seconds and --add-mid-listing must be 0 or more")
+        if options["create_while_listing"] < 0 or options["delete_while_listing"] < 0:
+            raise CommandError("--create-while-listing and --delete-while-listing must be 0 or more")
         for name in ("rate_limit_every", "bad_json_every", "slow_every"):
             value = options[name]
             if value is not None and value < 1:
