@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
-from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Sum
+from django.db.models import Count, Exists, F, FloatField, OuterRef, Prefetch, Q, Sum, Value
+from django.db.models.functions import Cast, Greatest
 from django.utils import timezone
 
 # Inkit's documented batch statuses. Others may appear: they are stored and
@@ -24,6 +25,7 @@ BATCH_SORT_KEYS = (
     "failed",
     "in_progress",
     "last_progress_at",
+    "failure_rate",
 )
 
 
@@ -36,6 +38,35 @@ DESTINATION_BATCH_ID = "destination_batch_id"
 def stuck_threshold(now: datetime | None = None) -> datetime:
     """The moment before which a batch without progress counts as stuck."""
     return (now or timezone.now()) - timedelta(minutes=settings.STUCK_AFTER_MINUTES)
+
+
+def stuck_soon_threshold(now: datetime | None = None) -> datetime:
+    """The moment before which a batch without progress will be stuck within
+    the next quarter of STUCK_AFTER_MINUTES ("stuck in 12 min")."""
+    return (now or timezone.now()) - timedelta(minutes=settings.STUCK_AFTER_MINUTES * 3 / 4)
+
+
+def overdue_threshold(now: datetime | None = None) -> datetime:
+    """The moment before which an In Progress batch was created to be overdue."""
+    return (now or timezone.now()) - timedelta(hours=settings.OVERDUE_AFTER_HOURS)
+
+
+# "Finished in the last 24 hours" for the triage panel's batches with failures.
+RECENTLY_FINISHED = timedelta(hours=24)
+
+
+def failure_rate():
+    """Failed deliveries as a share of those that ended (completed + failed),
+    0 when none has ended; summed over destinations. A new expression each
+    call, for sorted_by("failure_rate") and batch_failure_rate_idx, which
+    must be the same expression for PostgreSQL to walk the index."""
+    return Cast(F("failed"), FloatField()) / Greatest(F("completed") + F("failed"), Value(1))
+
+
+def seen_progressing() -> Q:
+    """Batches this app has seen progress: last_progress_at starts at
+    first_seen_at and only moves on progress (Batch.seen_progressing())."""
+    return Q(last_progress_at__gt=F("first_seen_at"))
 
 
 class BatchQuerySet(models.QuerySet["Batch"]):
@@ -53,6 +84,53 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         (last_progress_at starts at first_seen_at). Served by batch_stuck_idx.
         """
         return self.present().filter(status=IN_PROGRESS, last_progress_at__lte=stuck_threshold(now))
+
+    def stuck_soon(self, now: datetime | None = None) -> BatchQuerySet:
+        """In Progress batches that will be stuck within the next quarter of
+        STUCK_AFTER_MINUTES if they make no progress: the range of
+        batch_stuck_idx just after stuck()'s. Batch.stuck_in() says when."""
+        return self.present().filter(
+            status=IN_PROGRESS,
+            last_progress_at__gt=stuck_threshold(now),
+            last_progress_at__lte=stuck_soon_threshold(now),
+        )
+
+    def overdue(self, now: datetime | None = None) -> BatchQuerySet:
+        """In Progress batches created more than OVERDUE_AFTER_HOURS ago, however
+        they progress: known from the first sync, since Inkit gives created_at.
+        Served by batch_overdue_idx; Batch.is_overdue() is the same rule."""
+        return self.present().filter(status=IN_PROGRESS, created_at__lte=overdue_threshold(now))
+
+    def finished_with_failures(self, now: datetime | None = None) -> BatchQuerySet:
+        """Batches no longer In Progress with failed documents that finished in
+        the last 24 hours, as far as this app can tell: created in that time,
+        or seen progressing (their status change counts) in it. A batch first
+        seen already finished has no finishing time here and is left out
+        unless it is that young. Served by batch_failed_idx and
+        batch_failed_finished_idx."""
+        since = (now or timezone.now()) - RECENTLY_FINISHED
+        return self.present().filter(
+            ~Q(status=IN_PROGRESS),
+            Q(failed__gt=0),
+            Q(created_at__gte=since) | (Q(last_progress_at__gte=since) & seen_progressing()),
+        )
+
+    def needs_attention(self, now: datetime | None = None) -> BatchQuerySet:
+        """attention=1: every batch the triage panel lists, stuck or stuck
+        soon, overdue, or finished lately with failures. Each arm is one of
+        the rules above; PostgreSQL ORs their indexes."""
+        now = now or timezone.now()
+        in_flight = Q(status=IN_PROGRESS) & (
+            Q(last_progress_at__lte=stuck_soon_threshold(now))
+            | Q(created_at__lte=overdue_threshold(now))
+        )
+        since = now - RECENTLY_FINISHED
+        finished = (
+            ~Q(status=IN_PROGRESS)
+            & Q(failed__gt=0)
+            & (Q(created_at__gte=since) | (Q(last_progress_at__gte=since) & seen_progressing()))
+        )
+        return self.present().filter(in_flight | finished)
 
     def declared_stuck(self) -> BatchQuerySet:
         """Batches the stuck evaluator declared stuck and has not cleared
@@ -132,6 +210,12 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         on PostgreSQL."""
         if key not in BATCH_SORT_KEYS:
             raise ValueError(f"cannot sort batches by {key!r}")
+        if key == "failure_rate":
+            # Never null; batch_failure_rate_idx is (the same expression, id).
+            rate = failure_rate()
+            if descending:
+                return self.order_by(rate.desc(), F("id").desc())
+            return self.order_by(rate.asc(), F("id").asc())
         column, id_column = key, "id"
         if key == "created_at" and self._narrowed_to_destination():
             # Narrowed to one destination (with_destination()): the same order,
@@ -160,6 +244,8 @@ class BatchQuerySet(models.QuerySet["Batch"]):
     def summary(self) -> dict:
         """Figures for the dashboard's summary strip. This scans the tables,
         so it runs once per sync, never on a page view."""
+        from . import trends  # It writes these models: imported when used.
+
         present = self.present()
         by_status = dict(
             present.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n")
@@ -191,6 +277,10 @@ class BatchQuerySet(models.QuerySet["Batch"]):
             "in_progress_documents": totals["in_progress"],
             "destinations": destinations,
             "gone": self.filter(gone_at__isnull=False).count(),
+            # Each destination card's last 24 hours and the triage panel's
+            # failure-rate comparison, from the rollups (batches/trends.py):
+            # read once per sync with the rest, never on a page view.
+            "trends": trends.summary_trends(timezone.now()),
         }
 
 
@@ -220,6 +310,9 @@ class Batch(models.Model):
     # last_progress_at then: the start of the stuck period, so progress is
     # last_progress_at moving past it. Cleared when it recovers or finishes.
     stuck_since = models.DateTimeField(null=True, blank=True)
+    # Set when this app declared the batch overdue (and alerted): once per
+    # batch, never cleared, so it is never alerted twice (batches/stuck.py).
+    declared_overdue_at = models.DateTimeField(null=True, blank=True)
     # Set when a complete sync no longer listed the batch. Rows are never
     # deleted: a batch that comes back has this cleared.
     gone_at = models.DateTimeField(null=True, blank=True)
@@ -262,6 +355,22 @@ class Batch(models.Model):
                 condition=Q(status=IN_PROGRESS, gone_at__isnull=True),
                 name="batch_stuck_idx",
             ),
+            # BatchQuerySet.overdue(): In Progress, present, oldest first (and
+            # the stuck evaluator's overdue candidates among them).
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status=IN_PROGRESS, gone_at__isnull=True),
+                name="batch_overdue_idx",
+            ),
+            # sort=failure_rate: the expression failure_rate() builds, id last.
+            models.Index(failure_rate(), F("id"), name="batch_failure_rate_idx"),
+            # finished_with_failures(): the "seen finishing lately" arm (the
+            # "created lately" arm is batch_failed_idx's).
+            models.Index(
+                fields=["last_progress_at"],
+                condition=Q(failed__gt=0) & ~Q(status=IN_PROGRESS),
+                name="batch_failed_finished_idx",
+            ),
             # The stuck evaluator's "declared stuck" set.
             models.Index(
                 fields=["stuck_since"], condition=Q(stuck_since__isnull=False), name="batch_stuck_since_idx"
@@ -282,6 +391,32 @@ class Batch(models.Model):
     def stuck_for(self, now: datetime | None = None) -> timedelta:
         """How long the batch has gone without progress."""
         return (now or timezone.now()) - self.last_progress_at
+
+    def stuck_in(self, now: datetime | None = None) -> timedelta | None:
+        """How long until it is stuck without progress (In Progress and not
+        stuck yet); None otherwise. stuck_soon() is this under a quarter of
+        STUCK_AFTER_MINUTES."""
+        if self.status != IN_PROGRESS or self.gone_at is not None:
+            return None
+        left = self.last_progress_at - stuck_threshold(now)
+        return left if left > timedelta(0) else None
+
+    def is_overdue(self, now: datetime | None = None) -> bool:
+        """The same rule as BatchQuerySet.overdue(), for one loaded batch."""
+        return (
+            self.gone_at is None
+            and self.status == IN_PROGRESS
+            and self.created_at <= overdue_threshold(now)
+        )
+
+    def seen_progressing(self) -> bool:
+        """Whether this app has seen the batch progress (the Q seen_progressing())."""
+        return self.last_progress_at > self.first_seen_at
+
+    @property
+    def failure_rate(self) -> float:
+        """The same figure as failure_rate(): failed over completed + failed."""
+        return self.failed / max(self.completed + self.failed, 1)
 
 
 class BatchDestination(models.Model):
@@ -340,6 +475,7 @@ class BatchEvent(models.Model):
     class Kind(models.TextChoices):
         CHANGED = "changed", "Changed"
         STUCK = "stuck", "Became stuck"
+        OVERDUE = "overdue", "Became overdue"
         RECOVERED = "recovered", "Recovered"
         FINISHED = "finished", "Finished"
         GONE = "gone", "No longer listed"
@@ -368,7 +504,7 @@ class BatchEvent(models.Model):
     )
 
     # The kinds the stuck evaluator records, each alerted once.
-    TRANSITIONS = (Kind.STUCK, Kind.RECOVERED, Kind.FINISHED)
+    TRANSITIONS = (Kind.STUCK, Kind.OVERDUE, Kind.RECOVERED, Kind.FINISHED)
 
     class Meta:
         indexes = [
@@ -377,7 +513,7 @@ class BatchEvent(models.Model):
             # Transitions no alert took yet (alerts.has_orphaned_transitions).
             models.Index(
                 fields=["seen_at"],
-                condition=Q(alert__isnull=True, kind__in=["stuck", "recovered", "finished"]),
+                condition=Q(alert__isnull=True, kind__in=["stuck", "overdue", "recovered", "finished"]),
                 name="event_unalerted_idx",
             ),
         ]
@@ -615,6 +751,7 @@ class Alert(models.Model):
     )
     subject = models.CharField(max_length=200)
     stuck = models.IntegerField(default=0)
+    overdue = models.IntegerField(default=0)
     recovered = models.IntegerField(default=0)
     finished = models.IntegerField(default=0)
     # "stale" or "recovered" when syncing changed state in this alert.
@@ -778,3 +915,45 @@ class SyncHealth(models.Model):
             return None
         cleared = cls.objects.filter(name=cls.NAME, stale_since=since).update(stale_since=None)
         return since if cleared == 1 else None
+
+
+# Trends --------------------------------------------------------------------------
+# Hourly rollups the sync writes as it sees counts change (batches/trends.py),
+# read by the trends page and the summary strip: never the batch table.
+
+
+class DestinationTrend(models.Model):
+    """Documents that completed and failed at one destination in one UTC
+    hour, as the sync saw the counts rise. A batch seen for the first time
+    counts at the hour it was created (see batches/trends.py)."""
+
+    hour = models.DateTimeField()  # The start of the hour, UTC.
+    destination = models.CharField(max_length=100)
+    completed = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The sync's upsert target, and the index of every chart: a range
+            # of hours, every destination (TRENDS_RETENTION_DAYS of them).
+            models.UniqueConstraint(fields=["hour", "destination"], name="destination_trend_unique_hour"),
+        ]
+        ordering = ["hour", "destination"]
+
+    def __str__(self) -> str:
+        return f"{self.destination} {self.hour:%Y-%m-%d %H}:00 ✓{self.completed} ✕{self.failed}"
+
+
+class CreationTrend(models.Model):
+    """Batches (and their documents) created in one UTC hour, counted when
+    the sync first sees them."""
+
+    hour = models.DateTimeField(unique=True)  # The start of the hour, UTC; its index serves every range.
+    batches = models.IntegerField(default=0)
+    documents = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["hour"]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00: {self.batches} batches"

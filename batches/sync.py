@@ -37,6 +37,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from . import trends
 from .inkit import BatchData, DestinationData, InkitClient, InkitError, Page
 from .models import Batch, BatchDestination, BatchEvent, SyncLock, SyncRun
 from .stuck import evaluate_after_sync
@@ -231,6 +232,13 @@ def upsert_batches(items: Iterable[BatchData], now: datetime) -> UpsertResult:
             _write_destinations(destination_rows, new=not result.updated)
         if events:
             BatchEvent.objects.bulk_create(events)
+        # Trends hook (batches/trends.py): the page's new batches and, for each
+        # changed one, its destinations as stored before, in this transaction.
+        trends.record_page(
+            new=[item for batch_id, item in by_id.items() if batch_id not in stored],
+            changed=[(old_destinations[batch_id], by_id[batch_id]) for batch_id in old_batches],
+            now=now,
+        )
     return result
 
 

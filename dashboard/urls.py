@@ -8,6 +8,7 @@ urlpatterns = [
     path("batches/<str:batch_id>/", views.batch_detail, name="batch-detail"),
     path("export.csv", views.batch_export, name="batch-export"),
     path("sync-runs/", views.sync_runs, name="sync-runs"),
+    path("trends/", views.trends, name="trends"),
     path("sync/", views.sync_now, name="sync-now"),
     path("sync/status/", views.sync_status, name="sync-status"),
     path("login/", views.login, name="login"),

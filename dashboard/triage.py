@@ -1,0 +1,268 @@
+"""Needs attention: what the list page shows first, in one query.
+
+Each entry is one of the batch rules in batches.models (BatchQuerySet.stuck(),
+stuck_soon(), overdue(), finished_with_failures()), counted up to the list's
+cap and with its worst few batches, plus the destinations whose failure rate
+since the previous hour began is well above their own last 7 days (from the
+summary's trends: batches/trends.py). Each entry links to the list filtered to
+exactly its batches.
+
+The four counts and their examples come back from a single UNION ALL: each
+arm is a rule's few worst batches with the rule's capped count beside them
+(an uncorrelated scalar subquery, computed once), so a page view costs one
+round trip however many entries there are, and every arm is served by the
+rule's own index (batch_stuck_idx, batch_overdue_idx, batch_failed_idx and
+batch_failed_finished_idx).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import quote, urlencode
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import F
+from django.utils.dateparse import parse_datetime
+
+from batches.models import Batch, BatchQuerySet, failure_rate
+from batches.trends import FailingDestination, failing_destinations
+
+from .paging import COUNT_CAP
+from .templatetags.batchwatch import age, as_percent, short_duration
+
+# Batches named under each entry; the entry's link shows them all.
+EXAMPLES = 3
+_FIELDS = (
+    "id",
+    "name",
+    "status",
+    "total",
+    "created_at",
+    "first_seen_at",
+    "last_progress_at",
+    "completed",
+    "failed",
+    "count",
+    "in_progress",
+)
+_MOMENTS = {"created_at", "first_seen_at", "last_progress_at"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One rule's batches: how many (up to the cap) and the worst few."""
+
+    kind: str  # "stuck", "stuck_soon", "overdue", "recent_failures"
+    found: int  # Counted up to COUNT_CAP + 1.
+    batches: list[Batch]
+    cap: int = COUNT_CAP
+
+    @property
+    def capped(self) -> bool:
+        return self.found > self.cap
+
+    @property
+    def shown_count(self) -> str:
+        return f"{self.cap:,}+" if self.capped else f"{self.found:,}"
+
+    @property
+    def more(self) -> int:
+        return max(min(self.found, self.cap) - len(self.batches), 0)
+
+
+@dataclass(frozen=True)
+class Triage:
+    now: datetime
+    entries: dict[str, Entry]
+    failing: list[FailingDestination] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, now: datetime, summary: dict | None) -> Triage:
+        """Every entry, in one query; the failing destinations from the summary."""
+        rules = rules_as_of(now)
+        found = _fetch(rules)
+        entries = {}
+        for kind in rules:
+            count, batches = found.get(kind, (0, []))
+            # UNION ALL keeps each arm's order in practice, not by promise.
+            entries[kind] = Entry(kind, count, sorted(batches, key=_WORST_FIRST[kind]))
+        return cls(now, entries, failing_destinations((summary or {}).get("trends"), now))
+
+    def __getattr__(self, name: str) -> Entry:
+        # triage.stuck, triage.overdue... in templates.
+        try:
+            return self.__dict__["entries"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def stuck_count(self) -> int:
+        return self.entries["stuck"].found
+
+    @property
+    def calm(self) -> bool:
+        """Nothing needs anyone: the panel says so in one line."""
+        return not self.failing and not any(entry.found for entry in self.entries.values())
+
+
+def rules_as_of(now: datetime) -> dict[str, BatchQuerySet]:
+    """Each entry's batches in its own order: worst first."""
+    batches = Batch.objects
+    return {
+        # Longest without progress first.
+        "stuck": batches.stuck(now).order_by("last_progress_at", "id"),
+        # Soonest to be stuck first.
+        "stuck_soon": batches.stuck_soon(now).order_by("last_progress_at", "id"),
+        # Longest In Progress first.
+        "overdue": batches.overdue(now).order_by("created_at", "id"),
+        # Worst failure rate first, then most failed.
+        "recent_failures": batches.finished_with_failures(now).order_by(
+            failure_rate().desc(), F("failed").desc(), "id"
+        ),
+    }
+
+
+# The orders of rules_as_of(), in Python.
+_WORST_FIRST = {
+    "stuck": lambda b: (b.last_progress_at, b.id),
+    "stuck_soon": lambda b: (b.last_progress_at, b.id),
+    "overdue": lambda b: (b.created_at, b.id),
+    "recent_failures": lambda b: (-b.failure_rate, -b.failed, b.id),
+}
+
+
+def _fetch(rules: dict[str, BatchQuerySet]) -> dict[str, tuple[int, list[Batch]]]:
+    arms, params = [], []
+    for n, (kind, rule) in enumerate(rules.items()):
+        count_sql, count_params = rule.order_by().values("pk")[: COUNT_CAP + 1].query.sql_with_params()
+        rows_sql, rows_params = rule.values_list(*_FIELDS)[:EXAMPLES].query.sql_with_params()
+        columns = ", ".join(f"e{n}.{connection.ops.quote_name(name)}" for name in _FIELDS)
+        arms.append(
+            f"SELECT %s AS kind, (SELECT COUNT(*) FROM ({count_sql}) c{n}) AS found, {columns} "
+            f"FROM ({rows_sql}) e{n}"
+        )
+        params += [kind, *count_params, *rows_params]
+    found: dict[str, tuple[int, list[Batch]]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(arms), params)
+        for kind, count, *values in cursor.fetchall():
+            fields = dict(zip(_FIELDS, values, strict=True))
+            for name in _MOMENTS:
+                fields[name] = _moment(fields[name])
+            found.setdefault(kind, (count, []))[1].append(Batch(**fields))
+    return found
+
+
+def _moment(value: datetime | str) -> datetime:
+    """A timestamp as a raw cursor gives it: aware from PostgreSQL, text from SQLite."""
+    moment = parse_datetime(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def stuck_soon_minutes() -> int:
+    """The stuck-soon window: the last quarter of STUCK_AFTER_MINUTES."""
+    return max(settings.STUCK_AFTER_MINUTES // 4, 1)
+
+
+# What the panel says ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One line of the panel, worded: what, how many, why, and where to look."""
+
+    kind: str
+    count: str
+    headline: str
+    why: str
+    link: str
+    batches: list[dict]  # {"label", "id", "url", "detail"}
+    more: int = 0
+    since: datetime | None = None  # For a failing destination: its window's start.
+
+
+def items(triage: Triage, list_path: str, detail_prefix: str) -> list[Item]:
+    """The panel's lines, most urgent first; only those with something in them."""
+    now = triage.now
+    stuck_minutes = settings.STUCK_AFTER_MINUTES
+    found: list[Item] = []
+
+    def link(**params: str) -> str:
+        return f"{list_path}?{urlencode(params)}"
+
+    def listed(entry: Entry, detail) -> list[dict]:
+        return [
+            {
+                "id": batch.id,
+                "label": " ".join((batch.name or "").split()) or batch.id,
+                "named": bool((batch.name or "").strip()),
+                "url": f"{detail_prefix}{quote(batch.id, safe='')}/",
+                "detail": detail(batch),
+            }
+            for batch in entry.batches
+        ]
+
+    def quiet(batch: Batch) -> str:
+        if batch.seen_progressing():
+            return f"no progress for {short_duration(batch.stuck_for(now))}"
+        return f"first seen {age(batch.first_seen_at, now)}, no progress seen yet"
+
+    entry = triage.entries["stuck"]
+    if entry.found:
+        found.append(
+            Item(
+                "stuck", entry.shown_count, "stuck",
+                f"In Progress with no progress for {stuck_minutes} min or more",
+                link(stuck="1"), listed(entry, quiet), entry.more,
+            )
+        )
+    entry = triage.entries["overdue"]
+    if entry.found:
+        found.append(
+            Item(
+                "overdue", entry.shown_count, "overdue",
+                f"In Progress for more than {settings.OVERDUE_AFTER_HOURS} h since created",
+                link(overdue="1"),
+                listed(entry, lambda b: f"In Progress for {short_duration(now - b.created_at)}"),
+                entry.more,
+            )
+        )
+    entry = triage.entries["stuck_soon"]
+    if entry.found:
+        found.append(
+            Item(
+                "stuck_soon", entry.shown_count, "stuck soon",
+                f"stuck within {stuck_soon_minutes()} min unless they progress",
+                link(stuck_soon="1"),
+                listed(entry, lambda b: f"stuck in {short_duration(b.stuck_in(now))}"),
+                entry.more,
+            )
+        )
+    entry = triage.entries["recent_failures"]
+    if entry.found:
+        found.append(
+            Item(
+                "recent_failures", entry.shown_count, "finished with failures",
+                "in the last 24 h, worst failure rate first",
+                link(recent_failures="1", sort="-failure_rate"),
+                listed(
+                    entry,
+                    lambda b: f"{as_percent(b.failure_rate)} failed ({b.failed:,} of {b.completed + b.failed:,} deliveries)",
+                ),
+                entry.more,
+            )
+        )
+    for dest in triage.failing:
+        found.append(
+            Item(
+                "failing_destination", as_percent(dest.rate), f"failed at {dest.name}",
+                (
+                    f"{dest.failed:,} of {dest.ended:,} deliveries, against "
+                    f"{as_percent(dest.baseline_rate)} over the 7 days before"
+                ),
+                link(destination=dest.name, failed="1"), [], 0, dest.since,
+            )
+        )
+    return found
