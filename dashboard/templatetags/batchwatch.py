@@ -278,3 +278,19 @@ def longest_run(hours: list) -> float:
 @register.filter
 def run_requests_total(hours: list) -> int:
     return sum(row.requests for row in hours)
+
+
+# Small line icons where the usual fonts have no glyph (a clock for overdue,
+# a power sign for signing out): drawn, so they never show as a box.
+ICONS = {
+    "overdue": '<circle cx="8" cy="9" r="5.5"></circle><path d="M8 6v3l2 1.5M6 1.75h4"></path>',
+    "sign-out": '<path d="M8 1.75v6"></path><path d="M4.6 4.2a5.25 5.25 0 1 0 6.8 0"></path>',
+}
+
+
+@register.simple_tag
+def icon(name: str) -> str:
+    return format_html(
+        '<svg class="icon" viewBox="0 0 16 16" aria-hidden="true" focusable="false">{}</svg>',
+        mark_safe(ICONS[name]),  # Constants above: nothing to escape.
+    )

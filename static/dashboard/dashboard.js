@@ -99,6 +99,10 @@
   // the typing pauses, or at once if the text has not changed), so Enter
   // must not submit the form as well, which sent a second request for the
   // same view. Without JavaScript Enter submits the form, as it should.
+  document.addEventListener("change", function (event) {
+    // The search box asks by its input event; its change would ask again.
+    if (event.target.id === "f-q") event.stopPropagation();
+  }, true);
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Enter" || !event.target.matches("#filters input:not([type=checkbox])")) return;
     event.preventDefault();
