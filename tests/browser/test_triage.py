@@ -162,7 +162,7 @@ def test_every_page_at_every_width_is_clean_accessible_and_fits(
     # would copy, which the CSP rightly refuses).
     page.click("#att-overdue")
     page.wait_for_url(re.compile(r"overdue=1"))
-    page.wait_for_function("document.querySelectorAll('table.batches tbody tr').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('table.batches tbody tr').length === 1")
     assert page.locator("#f-overdue").is_checked()
 
     page.goto("/")
@@ -206,7 +206,7 @@ def test_search_as_you_type_sends_one_request_per_change(watched, ops_user, tria
     # Typing, one key every 50 ms: one request, after the pause.
     page.locator("#f-q").press_sequentially("Invoices", delay=50)
     page.wait_for_url(re.compile(r"q=Invoices"))
-    page.wait_for_function("document.querySelectorAll('table.batches tbody tr').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('table.batches tbody tr').length === 1")
     assert [parse_qs(urlsplit(url).query)["q"] for url in searches] == [["Invoices"]]
 
     # Enter on the same text: nothing more to ask.
