@@ -6,7 +6,19 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
-from django.db.models import Count, Exists, F, FloatField, OuterRef, Prefetch, Q, Sum, Value
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    OuterRef,
+    Prefetch,
+    Q,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Cast, Greatest
 from django.utils import timezone
 
@@ -69,6 +81,38 @@ def seen_progressing() -> Q:
     return Q(last_progress_at__gt=F("first_seen_at"))
 
 
+def failures_finished_at():
+    """For a batch no longer In Progress with failed documents: when this app
+    last knew it active, its last progress if it was seen progressing (its
+    status change is progress), else its creation. Null for every other
+    batch. A new expression each call, for finished_with_failures() and
+    batch_failed_finished_idx, which must be the same expression for
+    PostgreSQL to use the index. The index is not partial on purpose:
+    PostgreSQL keeps statistics for a full index's expression (not a partial
+    one's), and without them it guessed thousands of rows for the few dozen
+    of a day and walked every failed batch ever instead (bench/README.md)."""
+    known_active = Case(
+        When(seen_progressing(), then=F("last_progress_at")),
+        default=F("created_at"),
+    )
+    return Case(
+        When(Q(failed__gt=0) & ~Q(status=IN_PROGRESS), then=known_active),
+        default=None,
+        output_field=models.DateTimeField(),
+    )
+
+
+# What finished_with_failures() names failures_finished_at() in its query.
+FAILURES_FINISHED_AT = "failures_finished_at"
+
+
+def _finished_with_failures_since(since: datetime) -> Q:
+    """finished_with_failures()'s condition, on a query that aliased
+    failures_finished_at() as FAILURES_FINISHED_AT (null unless the batch
+    ended with failures)."""
+    return Q(**{f"{FAILURES_FINISHED_AT}__gte": since})
+
+
 class BatchQuerySet(models.QuerySet["Batch"]):
     def present(self) -> BatchQuerySet:
         """Batches Inkit still lists (not marked gone)."""
@@ -106,13 +150,13 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         the last 24 hours, as far as this app can tell: created in that time,
         or seen progressing (their status change counts) in it. A batch first
         seen already finished has no finishing time here and is left out
-        unless it is that young. Served by batch_failed_idx and
-        batch_failed_finished_idx."""
+        unless it is that young (failures_finished_at()). Served by
+        batch_failed_finished_idx, a range of that one expression."""
         since = (now or timezone.now()) - RECENTLY_FINISHED
-        return self.present().filter(
-            ~Q(status=IN_PROGRESS),
-            Q(failed__gt=0),
-            Q(created_at__gte=since) | (Q(last_progress_at__gte=since) & seen_progressing()),
+        return (
+            self.present()
+            .alias(**{FAILURES_FINISHED_AT: failures_finished_at()})
+            .filter(_finished_with_failures_since(since))
         )
 
     def needs_attention(self, now: datetime | None = None) -> BatchQuerySet:
@@ -124,13 +168,12 @@ class BatchQuerySet(models.QuerySet["Batch"]):
             Q(last_progress_at__lte=stuck_soon_threshold(now))
             | Q(created_at__lte=overdue_threshold(now))
         )
-        since = now - RECENTLY_FINISHED
-        finished = (
-            ~Q(status=IN_PROGRESS)
-            & Q(failed__gt=0)
-            & (Q(created_at__gte=since) | (Q(last_progress_at__gte=since) & seen_progressing()))
+        finished = _finished_with_failures_since(now - RECENTLY_FINISHED)
+        return (
+            self.present()
+            .alias(**{FAILURES_FINISHED_AT: failures_finished_at()})
+            .filter(in_flight | finished)
         )
-        return self.present().filter(in_flight | finished)
 
     def declared_stuck(self) -> BatchQuerySet:
         """Batches the stuck evaluator declared stuck and has not cleared
@@ -364,13 +407,13 @@ class Batch(models.Model):
             ),
             # sort=failure_rate: the expression failure_rate() builds, id last.
             models.Index(failure_rate(), F("id"), name="batch_failure_rate_idx"),
-            # finished_with_failures(): the "seen finishing lately" arm (the
-            # "created lately" arm is batch_failed_idx's).
-            models.Index(
-                fields=["last_progress_at"],
-                condition=Q(failed__gt=0) & ~Q(status=IN_PROGRESS),
-                name="batch_failed_finished_idx",
-            ),
+            # finished_with_failures(): batches that ended with failures, by
+            # when they were last known active (failures_finished_at(),
+            # null for the others).
+            models.Index(failures_finished_at(), name="batch_failed_finished_idx"),
+            # status=...&sort=failure_rate (status=In Progress with the worst
+            # failure rate first, say).
+            models.Index(F("status"), failure_rate(), F("id"), name="batch_status_failure_rate_idx"),
             # The stuck evaluator's "declared stuck" set.
             models.Index(
                 fields=["stuck_since"], condition=Q(stuck_since__isnull=False), name="batch_stuck_since_idx"
