@@ -129,21 +129,32 @@ def record_page(
         _prune_once_an_hour(now)
 
 
+# PostgreSQL types of the rollups' columns, for the arrays _add() sends.
+_ARRAY_TYPES = {"hour": "timestamptz[]", "destination": "text[]"}
+
+
 def _add(model, keys: tuple[str, ...], counters: tuple[str, ...], rows: list[tuple]) -> None:
-    """INSERT ... ON CONFLICT DO UPDATE adding to the counters: one statement,
-    on PostgreSQL and SQLite alike."""
+    """INSERT ... ON CONFLICT DO UPDATE adding to the counters: one statement.
+    On PostgreSQL each column goes as one array parameter (unnest): with a
+    parameter per value, preparing a first sync's page of a hundred hours
+    cost more than PostgreSQL's own work (as for the sync's fingerprints)."""
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     columns = (*keys, *counters)
-    adapt = connection.ops.adapt_datetimefield_value
-    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    sql = (
-        f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES "
-        + ", ".join([placeholders] * len(rows))
-        + f" ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET "
+    head = f"INSERT INTO {table} ({', '.join(map(quote, columns))}) "
+    tail = (
+        f" ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET "
         + ", ".join(f"{quote(c)} = {table}.{quote(c)} + EXCLUDED.{quote(c)}" for c in counters)
     )
-    params = [adapt(value) if isinstance(value, datetime) else value for row in rows for value in row]
+    if connection.vendor == "postgresql":
+        arrays = ", ".join(f"%s::{_ARRAY_TYPES.get(column, 'bigint[]')}" for column in columns)
+        sql = f"{head}SELECT * FROM unnest({arrays}){tail}"
+        params = [list(column) for column in zip(*rows, strict=True)]
+    else:
+        adapt = connection.ops.adapt_datetimefield_value
+        placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        sql = f"{head}VALUES {', '.join([placeholders] * len(rows))}{tail}"
+        params = [adapt(value) if isinstance(value, datetime) else value for row in rows for value in row]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
