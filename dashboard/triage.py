@@ -209,51 +209,30 @@ def items(triage: Triage, list_path: str, detail_prefix: str) -> list[Item]:
             return f"no progress for {short_duration(batch.stuck_for(now))}"
         return f"first seen {age(batch.first_seen_at, now)}, no progress seen yet"
 
-    entry = triage.entries["stuck"]
-    if entry.found:
-        found.append(
-            Item(
-                "stuck", entry.shown_count, "stuck",
-                f"In Progress with no progress for {stuck_minutes} min or more",
-                link(stuck="1"), listed(entry, quiet), entry.more,
-            )
+    def ended(batch: Batch) -> str:
+        return (
+            f"{as_percent(batch.failure_rate)} failed "
+            f"({batch.failed:,} of {batch.completed + batch.failed:,} deliveries)"
         )
-    entry = triage.entries["overdue"]
-    if entry.found:
-        found.append(
-            Item(
-                "overdue", entry.shown_count, "overdue",
-                f"In Progress for more than {settings.OVERDUE_AFTER_HOURS} h since created",
-                link(overdue="1"),
-                listed(entry, lambda b: f"In Progress for {short_duration(now - b.created_at)}"),
-                entry.more,
+
+    # (rule, headline, why, the link's filter, what each batch says), most urgent first.
+    lines = [
+        ("stuck", "stuck", f"In Progress with no progress for {stuck_minutes} min or more",
+         {"stuck": "1"}, quiet),
+        ("overdue", "overdue",
+         f"In Progress for more than {settings.OVERDUE_AFTER_HOURS} h since created",
+         {"overdue": "1"}, lambda b: f"In Progress for {short_duration(now - b.created_at)}"),
+        ("stuck_soon", "stuck soon", f"stuck within {stuck_soon_minutes()} min unless they progress",
+         {"stuck_soon": "1"}, lambda b: f"stuck in {short_duration(b.stuck_in(now))}"),
+        ("recent_failures", "finished with failures", "in the last 24 h, worst failure rate first",
+         {"recent_failures": "1", "sort": "-failure_rate"}, ended),
+    ]
+    for kind, headline, why, params, detail in lines:
+        entry = triage.entries[kind]
+        if entry.found:
+            found.append(
+                Item(kind, entry.shown_count, headline, why, link(**params), listed(entry, detail), entry.more)
             )
-        )
-    entry = triage.entries["stuck_soon"]
-    if entry.found:
-        found.append(
-            Item(
-                "stuck_soon", entry.shown_count, "stuck soon",
-                f"stuck within {stuck_soon_minutes()} min unless they progress",
-                link(stuck_soon="1"),
-                listed(entry, lambda b: f"stuck in {short_duration(b.stuck_in(now))}"),
-                entry.more,
-            )
-        )
-    entry = triage.entries["recent_failures"]
-    if entry.found:
-        found.append(
-            Item(
-                "recent_failures", entry.shown_count, "finished with failures",
-                "in the last 24 h, worst failure rate first",
-                link(recent_failures="1", sort="-failure_rate"),
-                listed(
-                    entry,
-                    lambda b: f"{as_percent(b.failure_rate)} failed ({b.failed:,} of {b.completed + b.failed:,} deliveries)",
-                ),
-                entry.more,
-            )
-        )
     for dest in triage.failing:
         found.append(
             Item(
