@@ -90,21 +90,9 @@ class Triage:
             entries[kind] = Entry(kind, count, sorted(batches, key=_WORST_FIRST[kind]))
         return cls(now, entries, failing_destinations((summary or {}).get("trends"), now))
 
-    def __getattr__(self, name: str) -> Entry:
-        # triage.stuck, triage.overdue... in templates.
-        try:
-            return self.__dict__["entries"][name]
-        except KeyError:
-            raise AttributeError(name) from None
-
     @property
     def stuck_count(self) -> int:
         return self.entries["stuck"].found
-
-    @property
-    def calm(self) -> bool:
-        """Nothing needs anyone: the panel says so in one line."""
-        return not self.failing and not any(entry.found for entry in self.entries.values())
 
 
 def rules_as_of(now: datetime) -> dict[str, BatchQuerySet]:

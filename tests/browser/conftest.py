@@ -137,7 +137,10 @@ document.addEventListener("securitypolicyviolation", (event) => {
 @pytest.fixture
 def watched(new_page):
     """Like new_page, but every page records console errors and CSP
-    violations; page.problems() returns them (empty when all is well)."""
+    violations; page.problems() returns them (empty when all is well).
+    Chromium reports every violation on the console too, so pages left
+    behind are covered; the securitypolicyviolation events are the page's
+    own, read in it."""
 
     def open_page(**options):
         page = new_page(**options)

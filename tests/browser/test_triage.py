@@ -35,7 +35,9 @@ def triage_data(settings):
     settings.OVERDUE_AFTER_HOURS = 24
     settings.DASHBOARD_REFRESH_SECONDS = 0  # Nothing moves while a test reads.
     now = timezone.now()
-    minutes = lambda n: timedelta(minutes=n)  # noqa: E731
+    def minutes(n: float) -> timedelta:
+        return timedelta(minutes=n)
+
     make_batch(
         id="rb_stuck_a", name="Statements March", status="In Progress", total=15,
         created_at=now - minutes(300), first_seen_at=now - minutes(240),
@@ -74,7 +76,7 @@ def triage_data(settings):
     DestinationTrend.objects.bulk_create(
         [DestinationTrend(hour=hour - timedelta(hours=n), destination="salesforce", completed=100, failed=1) for n in range(2, 50)]
         + [DestinationTrend(hour=hour, destination="salesforce", completed=20, failed=30)]
-        + [DestinationTrend(hour=hour - timedelta(hours=n), destination="sepire", completed=40, failed=n % 3) for n in range(0, 30)]
+        + [DestinationTrend(hour=hour - timedelta(hours=n), destination="sepire", completed=40, failed=n % 3) for n in range(30)]
     )
     finished_sync(ago=timedelta(seconds=20))
 
@@ -219,3 +221,15 @@ def test_search_as_you_type_sends_one_request_per_change(watched, ops_user, tria
     assert [parse_qs(urlsplit(url).query)["q"] for url in searches] == [["Invoices"], ["Invoices Apr"]]
     assert page.evaluate("document.activeElement.id") == "f-q"
     assert page.problems() == []
+
+
+def test_the_admin_runs_under_the_same_policy(watched, django_user_model, fast_passwords, triage_data):
+    django_user_model.objects.create_superuser("boss", password="boss-password-1")
+    page = watched()
+    sign_in(page, "boss", "boss-password-1")
+    for path in ("/admin/", "/admin/batches/batch/?status__exact=In+Progress", "/admin/batches/batch/rb_overdue/change/",
+                 "/admin/batches/syncrun/", "/admin/auth/user/add/"):
+        page.goto(path)
+        assert page.locator("#content").count() == 1, path
+    # The admin's pages link no icon, so Chromium asks for /favicon.ico.
+    assert page.problems(allow=("status of 404",)) == []
