@@ -221,15 +221,30 @@ def items(triage: Triage, list_path: str, detail_prefix: str) -> list[Item]:
             found.append(
                 Item(kind, entry.shown_count, headline, why, link(**params), listed(entry, detail), entry.more)
             )
-    for dest in triage.failing:
+    if triage.failing:
+        # One line for them all, each destination under it like a batch.
+        since = triage.failing[0].since
         found.append(
             Item(
-                "failing_destination", as_percent(dest.rate), f"failed at {dest.name}",
-                (
-                    f"{dest.failed:,} of {dest.ended:,} deliveries, against "
-                    f"{as_percent(dest.baseline_rate)} over the 7 days before"
-                ),
-                link(destination=dest.name, failed="1"), [], 0, dest.since,
+                "failing_destinations", f"{len(triage.failing):,}",
+                "destination failing" if len(triage.failing) == 1 else "destinations failing",
+                f"above {'its' if len(triage.failing) == 1 else 'their'} own rate over the 7 days before",
+                f"{list_path}?{urlencode({'destination': triage.failing[0].name, 'failed': '1'})}",
+                [
+                    {
+                        "id": dest.name,
+                        "label": dest.name,
+                        "named": False,
+                        "url": link(destination=dest.name, failed="1"),
+                        "detail": (
+                            f"{as_percent(dest.rate)} failed ({dest.failed:,} of {dest.ended:,} "
+                            f"deliveries), usually {as_percent(dest.baseline_rate)}"
+                        ),
+                    }
+                    for dest in triage.failing[:EXAMPLES]
+                ],
+                max(len(triage.failing) - EXAMPLES, 0),
+                since,
             )
         )
     return found

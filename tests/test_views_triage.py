@@ -210,8 +210,8 @@ def test_a_destination_failing_above_its_week_is_in_the_panel(ops_client, triage
     DestinationTrend.objects.create(hour=hour - timedelta(hours=6), destination="salesforce", completed=990, failed=10)
     finished_sync()  # The summary carries the rollups' comparison.
     page = text(ops_client.get("/"))
-    assert "60% failed at salesforce since" in page
-    assert "30 of 50 deliveries, against 1% over the 7 days before" in page
+    assert "1 destination failing since" in page and "above its own rate over the 7 days before" in page
+    assert "salesforce 60% failed (30 of 50 deliveries), usually 1%" in page
     assert 'href="/?destination=salesforce&amp;failed=1"' in ops_client.get("/").content.decode()
 
 

@@ -111,7 +111,7 @@ def test_every_page_at_every_width_is_clean_accessible_and_fits(
 
     # The panel, against the data above.
     entries = attention(page)
-    assert list(entries) == ["stuck", "overdue", "stuck_soon", "recent_failures", "failing_destination"]
+    assert list(entries) == ["stuck", "overdue", "stuck_soon", "recent_failures", "failing_destinations"]
     assert entries["stuck"].startswith("⚠ 2 stuck In Progress with no progress for 60 min or more")
     assert "Statements March no progress for 2 h" in entries["stuck"]
     assert "rb_stuck_b first seen 1 h 30 min ago, no progress seen yet" in entries["stuck"]
@@ -120,13 +120,16 @@ def test_every_page_at_every_width_is_clean_accessible_and_fits(
     assert entries["stuck_soon"].startswith("◷ 1 stuck soon stuck within 15 min unless they progress")
     assert "Renewal notices stuck in 10 min" in entries["stuck_soon"]
     assert "Invoices April 72% failed (90 of 125 deliveries)" in entries["recent_failures"]
-    assert re.search(r"60% failed at salesforce since \d\d:00: 30 of 50 deliveries, against 1.0% over the 7 days before",
-                     entries["failing_destination"])
+    assert re.search(
+        r"1 destination failing since \d\d:00, above its own rate over the 7 days before "
+        r"salesforce 60% failed \(30 of 50 deliveries\), usually 1.0%",
+        entries["failing_destinations"],
+    )
     assert page.get_attribute("#att-stuck", "href") == "/?stuck=1"
     assert page.get_attribute("#att-overdue", "href") == "/?overdue=1"
     assert page.get_attribute("#att-stuck_soon", "href") == "/?stuck_soon=1"
     assert page.get_attribute("#att-recent_failures", "href") == "/?recent_failures=1&sort=-failure_rate"
-    assert page.get_attribute("#att-failing_destination-5", "href") == "/?destination=salesforce&failed=1"
+    assert page.get_attribute("#att-failing_destinations", "href") == "/?destination=salesforce&failed=1"
 
     # Honest times: a batch never seen progressing says so, and when it will be stuck.
     fresh = page.locator("tr", has=page.locator("#open-rb_fresh"))
