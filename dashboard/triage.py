@@ -30,7 +30,7 @@ from batches.models import Batch, BatchQuerySet, failure_rate
 from batches.trends import FailingDestination, failing_destinations
 
 from .paging import COUNT_CAP
-from .templatetags.batchwatch import age, as_percent, short_duration
+from .templatetags.batchwatch import as_percent, short_duration
 
 # Batches named under each entry; the entry's link shows them all.
 EXAMPLES = 3
@@ -195,13 +195,12 @@ def items(triage: Triage, list_path: str, detail_prefix: str) -> list[Item]:
     def quiet(batch: Batch) -> str:
         if batch.seen_progressing():
             return f"no progress for {short_duration(batch.stuck_for(now))}"
-        return f"first seen {age(batch.first_seen_at, now)}, no progress seen yet"
+        # Never seen moving: how long Batchwatch has watched it do nothing.
+        return f"no progress seen in {short_duration(now - batch.first_seen_at)}"
 
+    # Short: the line's headline says the rest, and a narrow column must hold it.
     def ended(batch: Batch) -> str:
-        return (
-            f"{as_percent(batch.failure_rate)} failed "
-            f"({batch.failed:,} of {batch.completed + batch.failed:,} deliveries)"
-        )
+        return f"{as_percent(batch.failure_rate)} ({batch.failed:,} of {batch.completed + batch.failed:,})"
 
     # (rule, headline, why, the link's filter, what each batch says), most urgent first.
     lines = [
@@ -209,10 +208,10 @@ def items(triage: Triage, list_path: str, detail_prefix: str) -> list[Item]:
          {"stuck": "1"}, quiet),
         ("overdue", "overdue",
          f"In Progress for more than {settings.OVERDUE_AFTER_HOURS} h since created",
-         {"overdue": "1"}, lambda b: f"In Progress for {short_duration(now - b.created_at)}"),
+         {"overdue": "1"}, lambda b: f"for {short_duration(now - b.created_at)}"),
         ("stuck_soon", "stuck soon", f"stuck within {stuck_soon_minutes()} min unless they progress",
          {"stuck_soon": "1"}, lambda b: f"stuck in {short_duration(b.stuck_in(now))}"),
-        ("recent_failures", "finished with failures", "in the last 24 h, worst failure rate first",
+        ("recent_failures", "finished with failures", "in the last 24 h: deliveries failed, worst first",
          {"recent_failures": "1", "sort": "-failure_rate"}, ended),
     ]
     for kind, headline, why, params, detail in lines:
@@ -237,8 +236,8 @@ def items(triage: Triage, list_path: str, detail_prefix: str) -> list[Item]:
                         "named": False,
                         "url": link(destination=dest.name, failed="1"),
                         "detail": (
-                            f"{as_percent(dest.rate)} failed ({dest.failed:,} of {dest.ended:,} "
-                            f"deliveries), usually {as_percent(dest.baseline_rate)}"
+                            f"{as_percent(dest.rate)} ({dest.failed:,} of {dest.ended:,}), "
+                            f"usually {as_percent(dest.baseline_rate)}"
                         ),
                     }
                     for dest in triage.failing[:EXAMPLES]
