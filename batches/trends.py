@@ -129,6 +129,8 @@ def record_page(
         _prune_once_an_hour(now)
 
 
+# Rows per statement on SQLite: 4 values each, well inside its 32,766 variables.
+_SQLITE_CHUNK = 1000
 # PostgreSQL types of the rollups' columns, for the arrays _add() sends.
 _ARRAY_TYPES = {"hour": "timestamptz[]", "destination": "text[]"}
 
@@ -146,17 +148,20 @@ def _add(model, keys: tuple[str, ...], counters: tuple[str, ...], rows: list[tup
         f" ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET "
         + ", ".join(f"{quote(c)} = {table}.{quote(c)} + EXCLUDED.{quote(c)}" for c in counters)
     )
-    if connection.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{_ARRAY_TYPES.get(column, 'bigint[]')}" for column in columns)
-        sql = f"{head}SELECT * FROM unnest({arrays}){tail}"
-        params = [list(column) for column in zip(*rows, strict=True)]
-    else:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{_ARRAY_TYPES.get(column, 'bigint[]')}" for column in columns)
+            params = [list(column) for column in zip(*rows, strict=True)]
+            cursor.execute(f"{head}SELECT * FROM unnest({arrays}){tail}", params)
+            return
+        # SQLite: a parameter per value, in chunks inside its variable limit
+        # (a first sync's page of 1,000 batches can touch thousands of hours).
         adapt = connection.ops.adapt_datetimefield_value
         placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        sql = f"{head}VALUES {', '.join([placeholders] * len(rows))}{tail}"
-        params = [adapt(value) if isinstance(value, datetime) else value for row in rows for value in row]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        for start in range(0, len(rows), _SQLITE_CHUNK):
+            chunk = rows[start : start + _SQLITE_CHUNK]
+            params = [adapt(v) if isinstance(v, datetime) else v for row in chunk for v in row]
+            cursor.execute(f"{head}VALUES {', '.join([placeholders] * len(chunk))}{tail}", params)
 
 
 _pruned = {"hour": None}

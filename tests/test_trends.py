@@ -178,3 +178,13 @@ def test_a_destination_fails_well_above_its_week_only_past_both_thresholds(recen
     assert [d.name for d in found] == (["sepire"] if failing else [])
     # Judged from a summary that no longer covers the last hour: nothing.
     assert trends.failing_destinations(summary, now + 3 * H) == []
+
+
+def test_a_page_touching_thousands_of_hours_is_written_whole(settings, monkeypatch):
+    # SQLite takes the rows in chunks (a first sync's big page spans years).
+    monkeypatch.setattr(trends, "_SQLITE_CHUNK", 7)
+    settings.TRENDS_RETENTION_DAYS = 400
+    page = [item(f"rb_{n:04d}", T0 - n * H, total=1, box=(1, 0, 0), sepire=(0, 1, 0)) for n in range(3000)]
+    upsert_batches(page, T0)
+    assert DestinationTrend.objects.count() == 6000 and CreationTrend.objects.count() == 3000
+    assert sum(DestinationTrend.objects.values_list("completed", flat=True)) == 3000
