@@ -208,7 +208,7 @@ def items(triage: Triage, list_path: str, detail_prefix: str) -> list[Item]:
          {"stuck": "1"}, quiet),
         ("overdue", "overdue",
          f"In Progress for more than {settings.OVERDUE_AFTER_HOURS} h since created",
-         {"overdue": "1"}, lambda b: f"for {short_duration(now - b.created_at)}"),
+         {"overdue": "1"}, lambda b: f"{short_duration(now - b.created_at)} old"),
         ("stuck_soon", "stuck soon", f"stuck within {stuck_soon_minutes()} min unless they progress",
          {"stuck_soon": "1"}, lambda b: f"stuck in {short_duration(b.stuck_in(now))}"),
         ("recent_failures", "finished with failures", "in the last 24 h: deliveries failed, worst first",

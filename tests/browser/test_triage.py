@@ -116,7 +116,7 @@ def test_every_page_at_every_width_is_clean_accessible_and_fits(
     assert "Statements March no progress for 2 h" in entries["stuck"]
     assert "rb_stuck_b no progress seen in 1 h 30 min" in entries["stuck"]
     assert entries["overdue"].startswith("1 overdue In Progress for more than 24 h since created")
-    assert "Payroll stubs for 1 d 6 h" in entries["overdue"]
+    assert "Payroll stubs 1 d 6 h old" in entries["overdue"]
     assert entries["stuck_soon"].startswith("◷ 1 stuck soon stuck within 15 min unless they progress")
     assert "Renewal notices stuck in 10 min" in entries["stuck_soon"]
     assert "Invoices April 72% (90 of 125)" in entries["recent_failures"]
