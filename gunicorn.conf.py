@@ -6,7 +6,7 @@ WEB_CONCURRENCY worker processes (Heroku sets it from the dyno's size).
 
 import os
 
-from dashboard.logs import LINE_FORMATTER
+from dashboard.logs import LINE_FORMATTER, SCRUB_FILTER
 
 bind = [f"0.0.0.0:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -53,11 +53,15 @@ logconfig_dict = {
     "formatters": {
         "line": LINE_FORMATTER,
     },
+    "filters": {
+        "secrets": SCRUB_FILTER,
+    },
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "line",
+            "filters": ["secrets"],
         },
     },
     "root": {"level": "INFO", "handlers": ["stdout"]},

@@ -23,7 +23,8 @@ How delivery works, and why:
   given up a day after the alert. A message the receiver rejects outright
   (HTTP 400/413/422, SMTP 5xx on the message) is not retried.
 - The webhook URL and the SMTP password are secrets: failures are described
-  in this module's own words and scrubbed before they are logged or stored.
+  in this module's own words, and what a receiver answers is scrubbed
+  (batches.secrets) before it is cut short, logged or stored.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
 
 import requests
 from django.conf import settings
@@ -56,6 +56,7 @@ from .models import (
     SyncHealth,
     SyncRun,
 )
+from .secrets import scrub
 from .timefmt import format_duration, format_utc
 
 if TYPE_CHECKING:
@@ -188,7 +189,8 @@ def post_webhook(alert: Alert) -> str:
         raise DeliveryError(f"request failed: {type(error).__name__}") from None
     if 200 <= response.status_code < 300:
         return f"HTTP {response.status_code}"
-    body = " ".join(response.text[:200].split())
+    # Scrubbed before it is cut short: a receiver may quote its own URL.
+    body = " ".join(scrub(response.text).split())[:200]
     raise DeliveryError(
         f"HTTP {response.status_code}" + (f": {body}" if body else ""),
         permanent=response.status_code in PERMANENT_HTTP_STATUSES,
@@ -210,8 +212,8 @@ def _smtp_error(error: smtplib.SMTPException) -> str:
             if isinstance(error.smtp_error, bytes)
             else str(error.smtp_error)
         )
-        return f"SMTP {error.smtp_code}: {' '.join(text.split())[:200]}"
-    return f"SMTP: {type(error).__name__}: {error}"
+        return f"SMTP {error.smtp_code}: {' '.join(scrub(text).split())[:200]}"
+    return scrub(f"SMTP: {type(error).__name__}: {error}")
 
 
 def _os_error(error: BaseException) -> str:
@@ -232,33 +234,6 @@ def _os_error(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return "timed out"
     return found
-
-
-def scrub(text: str) -> str:
-    """Remove the webhook URL (and its path and query) and the SMTP password
-    from text about to be logged or stored."""
-    for secret in _secrets():
-        text = text.replace(secret, "[secret]")
-    return text
-
-
-def _secrets() -> list[str]:
-    found: set[str] = set()
-    url = settings.ALERT_WEBHOOK_URL
-    if url:
-        parts = urlsplit(url)
-        found.update({url, parts.query, parts.password or ""})
-        path = parts.path.rstrip("/")
-        if len(path) > 1:
-            found.update({path, quote(path)})
-            last = path.rsplit("/", 1)[-1]
-            if len(last) >= 8:  # Slack's token is the last segment.
-                found.add(last)
-    password = settings.MAILERS.get("default", {}).get("OPTIONS", {}).get("password")
-    if password:
-        found.add(password)
-    # Longest first, so a URL is replaced whole before its parts.
-    return sorted((secret for secret in found if secret), key=len, reverse=True)
 
 
 # Creating an alert -------------------------------------------------------------
@@ -340,7 +315,7 @@ def _claim_sync_change(change: str, sync: SyncState, now: datetime) -> tuple[str
             "for_seconds": int((now - sync.stale_since).total_seconds()),
             "last_success_id": sync.last_success.pk if sync.last_success else None,
             "failed_runs": failed.count(),
-            "last_error": last_failure.error[:ERROR_MAX_CHARS] if last_failure else "",
+            "last_error": scrub(last_failure.error)[:ERROR_MAX_CHARS] if last_failure else "",
         }
     if change == "recovered":
         since = SyncHealth.clear_stale()
@@ -434,7 +409,7 @@ def _batch_item(event: BatchEvent, destinations: list[dict], now: datetime) -> d
         # For finished: "status" (left In Progress) or "gone" (no longer listed).
         "reason": changes.get("reason"),
         "destinations": destinations,
-        "url": absolute_url(batch_path(batch.id)),
+        "url": absolute_url(batch.get_absolute_url()),
     }
 
 
@@ -594,12 +569,27 @@ def email_body(payload: dict) -> str:
 
 
 def slack_escape(text: str) -> str:
-    """Slack's mrkdwn needs only &, < and > escaped."""
+    """Text in Slack's mrkdwn: &, < and > are the only characters it asks
+    to escape; unescaped, a name could open a link or a mention (<!channel>)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# In <url|text>, "|" ends the URL and ">" the link; whitespace ends it too.
+_LINK_URL_UNSAFE = {"|": "%7C", "<": "%3C", ">": "%3E", " ": "%20", "\n": "%0A", "\t": "%09"}
+
+
+def slack_link(url: str, text: str) -> str:
+    """A mrkdwn link: the URL with the characters that would end it
+    percent-encoded and its & escaped, the text escaped with any | shown as ¦
+    (mrkdwn has no escape for it)."""
+    safe_url = "".join(_LINK_URL_UNSAFE.get(char, char) for char in url)
+    return f"<{slack_escape(safe_url)}|{slack_escape(text).replace('|', '¦')}>"
+
+
 def slack_text(payload: dict) -> str:
-    """The alert in Slack mrkdwn: a bold headline, then each section."""
+    """The alert in Slack mrkdwn: a bold headline, then each section. Every
+    piece of text from Inkit (ids, names, statuses, destination names, error
+    text) is escaped."""
     lines = [f"*Batchwatch: {slack_escape(payload['summary'])}*"]
     paragraph = sync_paragraph(payload)
     if paragraph:
@@ -609,18 +599,18 @@ def slack_text(payload: dict) -> str:
         for entry in section["entries"]:
             item = entry["item"]
             name = " ".join((item["name"] or "").split())
-            label = slack_escape(name) if name else slack_escape(item["id"])
-            if item["url"]:
-                label = f"<{item['url']}|{label.replace('|', '¦')}>"
-            ident = f" `{item['id'].replace('`', '')}`" if name else ""
+            ident = " ".join(item["id"].split())
+            shown = name or ident
+            label = slack_link(item["url"], shown) if item["url"] else slack_escape(shown)
+            code = f" `{slack_escape(ident.replace('`', ''))}`" if name else ""
             lines.append(
-                f"• {label}{ident}: {slack_escape(entry['what'])} {slack_escape(entry['created'])}"
+                f"• {label}{code}: {slack_escape(entry['what'])} {slack_escape(entry['created'])}"
             )
             lines.append("      " + slack_escape("; ".join(entry["destinations"])))
         if section["more"]:
             more = f"…and {section['more']} more"
             if section["more_url"]:
-                more += f": <{section['more_url']}|see them all>"
+                more += f": {slack_link(section['more_url'], 'see them all')}"
             lines.append(more)
     return "\n".join(lines)
 
@@ -635,13 +625,6 @@ def absolute_url(path: str) -> str | None:
     """A link for people reading the alert, when PUBLIC_URL says where the
     app is served; None otherwise."""
     return f"{settings.PUBLIC_URL}{path}" if settings.PUBLIC_URL else None
-
-
-def batch_path(batch_id: str) -> str:
-    try:
-        return reverse("batch-detail", args=[batch_id])
-    except NoReverseMatch:
-        return f"/batches/{quote(batch_id, safe='')}/"
 
 
 def _list_path() -> str:

@@ -2,7 +2,9 @@
 
 It knows HTTP and Inkit's JSON, nothing of Django or the database: it turns
 pages of the API into plain dataclasses, retrying what is worth retrying and
-raising typed errors for the rest.
+raising typed errors for the rest. Text Inkit sends (error bodies, values it
+could not read) may quote the request: its errors hide the token
+(batches.secrets, without Django).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+
+from .secrets import scrub
 
 USER_AGENT_NAME = "Batchwatch"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -298,13 +302,15 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _error_detail(response: requests.Response) -> tuple[str, str | None]:
+def _error_detail(response: requests.Response, secrets: tuple[str, ...]) -> tuple[str, str | None]:
     """A short, safe description of an error body, and the parameter it
-    names if it names one. The body's shape is undocumented: try the usual ones."""
+    names if it names one. The body's shape is undocumented: try the usual
+    ones. It may echo the request, token and all: the secrets are hidden
+    before the text is cut short, so no part of one survives the cut."""
     try:
         body = response.json()
     except ValueError:
-        text = response.text.strip().replace("\n", " ")
+        text = scrub(response.text, secrets).strip().replace("\n", " ")
         return (text[:200], None)
     parameter = None
     message = ""
@@ -313,7 +319,7 @@ def _error_detail(response: requests.Response) -> tuple[str, str | None]:
             value = body.get(key)
             if isinstance(value, dict) and value:
                 parameter = str(next(iter(value)))
-                message = json.dumps(value)[:200]
+                message = json.dumps(value)
                 break
             if isinstance(value, list) and value:
                 first = value[0]
@@ -323,14 +329,17 @@ def _error_detail(response: requests.Response) -> tuple[str, str | None]:
                         parameter = str(loc[-1])
                     elif isinstance(loc, str):
                         parameter = loc
-                    message = str(first.get("msg") or first.get("message") or first)[:200]
+                    message = str(first.get("msg") or first.get("message") or first)
                 else:
-                    message = str(first)[:200]
+                    message = str(first)
                 break
             if isinstance(value, str) and value:
-                message = value[:200]
+                message = value
                 break
-    return (message or json.dumps(body)[:200], parameter)
+    message = scrub(message or json.dumps(body), secrets)[:200]
+    if parameter is not None:
+        parameter = scrub(parameter, secrets)[:100]
+    return (message, parameter)
 
 
 class InkitClient:
@@ -369,6 +378,8 @@ class InkitClient:
         self._clock = clock
         self._hold_until = 0.0
         self._hold_lock = threading.Lock()
+        # What the text of an error must never show.
+        self._secrets = (token,)
         self.stats = RequestStats()
 
         self.session = requests.Session()
@@ -415,7 +426,13 @@ class InkitClient:
         }
         params = {key: value for key, value in params.items() if value is not None}
         body = self._get_json("/batch", params, what=f"page {page}")
-        return parse_page(body, requested_page=page)
+        try:
+            page_read = parse_page(body, requested_page=page)
+        except InkitDataError as error:
+            raise InkitDataError(scrub(str(error), self._secrets)) from None
+        if page_read.rejected:  # Each reason quotes what Inkit sent.
+            page_read.rejected[:] = [scrub(reason, self._secrets) for reason in page_read.rejected]
+        return page_read
 
     def get_batch(self, batch_id: str) -> BatchData | None:
         """One batch by id (GET /v1/batch/{id}); None when Inkit answers 404."""
@@ -433,7 +450,7 @@ class InkitClient:
         try:
             return parse_batch(body)
         except ValueError as error:
-            raise InkitDataError(f"{what}: {error}") from None
+            raise InkitDataError(scrub(f"{what}: {error}", self._secrets)) from None
 
     def iter_pages(self, **params: Any) -> Iterator[Page]:
         """Every page of List Batches in turn, following the pagination the
@@ -497,7 +514,7 @@ class InkitClient:
             )
         if status >= 400:
             self.stats.record(str(status), retry=retry)
-            detail, parameter = _error_detail(response)
+            detail, parameter = _error_detail(response, self._secrets)
             if status == 422:
                 refused = f"parameter {parameter!r}" if parameter else "a parameter"
                 message = f"{what}: Inkit refused {refused} (422): {detail}"

@@ -22,6 +22,9 @@ from django.db.models import (
 from django.db.models.functions import Cast, Greatest
 from django.utils import timezone
 
+from .paths import batch_path
+from .secrets import scrub
+
 # Inkit's documented batch statuses. Others may appear: they are stored and
 # shown as they come, never rejected.
 IN_PROGRESS = "In Progress"
@@ -423,6 +426,10 @@ class Batch(models.Model):
     def __str__(self) -> str:
         return self.name or self.id
 
+    def get_absolute_url(self) -> str:
+        """The detail page's path, for any id (batches/paths.py)."""
+        return batch_path(self.id)
+
     def is_stuck(self, now: datetime | None = None) -> bool:
         """The same rule as BatchQuerySet.stuck(), for one loaded batch."""
         return (
@@ -706,6 +713,12 @@ class SyncRun(models.Model):
 
     def __str__(self) -> str:
         return f"Sync #{self.pk} {self.outcome}"
+
+    def save(self, *args, **kwargs) -> None:
+        # The error and note quote text from outside (Inkit's error bodies,
+        # exception messages): whoever set them, no secret is stored.
+        self.error, self.note = scrub(self.error), scrub(self.note)
+        super().save(*args, **kwargs)
 
     @property
     def duration(self) -> timedelta | None:

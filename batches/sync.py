@@ -40,6 +40,7 @@ from django.utils import timezone
 from . import trends
 from .inkit import BatchData, DestinationData, InkitClient, InkitError, Page
 from .models import Batch, BatchDestination, BatchEvent, SyncLock, SyncRun
+from .secrets import scrub
 from .stuck import evaluate_after_sync
 
 log = logging.getLogger(__name__)
@@ -777,12 +778,13 @@ def check_going(deadline: float) -> None:
 
 
 def describe(error: BaseException) -> str:
-    """One line for an operator, never a secret (errors carry no token)."""
+    """One line for an operator, never a secret: an error's message may
+    quote text from outside (Inkit's body, a database driver's message)."""
     if isinstance(error, (InkitError, SyncError)):
-        return str(error)
+        return scrub(str(error))
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
-    return f"unexpected error: {type(error).__name__}: {error}"
+    return scrub(f"unexpected error: {type(error).__name__}: {error}")
 
 
 def sync_all(

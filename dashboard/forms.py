@@ -164,7 +164,8 @@ class BatchListForm(forms.Form):
         raw = self.cleaned_data["page"].strip()
         if not raw:
             return 1
-        if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE:
+        # Length first (MAX_PAGE has 7 digits): int() refuses 4,300 or more.
+        if raw.isascii() and raw.isdigit() and len(raw) <= 7 and 1 <= int(raw) <= MAX_PAGE:
             return int(raw)
         self.notices.append(f"“{raw[:50]}” is not a page number; showing the first page.")
         return 1
@@ -272,15 +273,22 @@ def _start_of(day: date | None) -> datetime | None:
     return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
 
 
+# The last second a datetime can hold (9999-12-31 23:59:59 UTC).
+MAX_TIMESTAMP = int(datetime.max.replace(microsecond=0, tzinfo=UTC).timestamp())
+
+
 class SyncFollowForm(forms.Form):
     """/sync/status/?after=<run id>&queued=<unix time>: the header following
     a "Sync now" that was queued when run `after` was the newest."""
 
-    after = forms.IntegerField(min_value=0)
-    queued = forms.IntegerField(min_value=0, max_value=2**40)
+    after = forms.IntegerField(min_value=0, max_value=2**63 - 1)
+    queued = forms.IntegerField(min_value=0, max_value=MAX_TIMESTAMP)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if "queued" in data:
-            data["queued_at"] = datetime.fromtimestamp(data.pop("queued"), UTC)
+            # Never later than now: a sync is not queued in the future, and a
+            # link claiming one would keep the header polling for ever.
+            queued_at = datetime.fromtimestamp(data.pop("queued"), UTC)
+            data["queued_at"] = min(queued_at, timezone.now())
         return data

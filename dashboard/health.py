@@ -11,7 +11,6 @@ import hmac
 import logging
 import math
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +24,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from batches.models import COMPLETED, IN_PROGRESS, STALE_AFTER_SYNC_INTERVALS, Batch, SyncRun
+from batches.secrets import scrub
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,11 @@ BROKER_TIMEOUT_SECONDS = 2.0
 HEALTH_SCOPES = ("all", "web")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-_CREDENTIALS_IN_URL = re.compile(r"(?<=://)[^/@\s]+@")
-
 
 def _redacted(error: BaseException) -> str:
-    """An exception as one log line, with any user:password@ of a URL hidden."""
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {_CREDENTIALS_IN_URL.sub('***@', text)}"
+    """An exception as one log line, without a secret (a driver's message
+    may hold its URL with the password)."""
+    return f"{type(error).__name__}: {scrub(' '.join(str(error).split()))}"
 
 
 # Checks ---------------------------------------------------------------------

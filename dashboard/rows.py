@@ -13,7 +13,6 @@ import html
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from django.utils.safestring import SafeString
 
@@ -55,11 +54,11 @@ def destinations_of(raw: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def batch_rows(
-    batches: Iterable[Batch], now: datetime, detail_prefix: str, query_string: str = ""
+    batches: Iterable[Batch], now: datetime, query_string: str = ""
 ) -> list[dict[str, Any]]:
     """The list's rows for these batches, as of `now`; each links to its
     detail page carrying the list's query string (for "Back to the list")."""
-    suffix = f"/?{query_string}" if query_string else "/"
+    suffix = f"?{query_string}" if query_string else ""
     soon = stuck_soon_threshold(now)
     rows = []
     for batch in batches:
@@ -71,7 +70,7 @@ def batch_rows(
         rows.append(
             {
                 "id": escape(batch.id),
-                "detail_url": escape(f"{detail_prefix}{quote(batch.id, safe='')}{suffix}"),
+                "detail_url": escape(batch.get_absolute_url() + suffix),
                 "name": None if batch.name is None else escape(batch.name),
                 "status": escape(batch.status),
                 "status_slug": SafeString(status_slug(batch.status)),

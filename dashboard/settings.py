@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import ssl
 import sys
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
 from django.utils.csp import CSP
 
-from dashboard.logs import LINE_FORMATTER
+from dashboard.logs import LINE_FORMATTER, SCRUB_FILTER
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Git-ignored folder for local state: the SQLite database, the embedded
@@ -229,6 +230,21 @@ try:
     DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "batchwatch@localhost")
     SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
+    # Sign-in throttling (dashboard/signin.py, django-axes): this many failed
+    # sign-ins for one username from one address lock that pair out for the
+    # cool-off, counted from the last failure.
+    LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=100)
+    LOGIN_COOLOFF_MINUTES = envint("LOGIN_COOLOFF_MINUTES", 15, minimum=1, maximum=7 * 24 * 60)
+    # Proxies in front of the app that append the client's address to
+    # X-Forwarded-For (Heroku's router is one, and sets DYNO). Only behind
+    # them is the header trusted; elsewhere anyone could write it.
+    TRUSTED_PROXY_COUNT = envint(
+        "TRUSTED_PROXY_COUNT", 1 if os.environ.get("DYNO") else 0, maximum=5
+    )
+    # A session ends this many seconds after sign-in, however active (a
+    # working day by default).
+    SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", 10 * 60 * 60, minimum=60)
+
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", not DEBUG)
     LOG_LEVEL = envstr("LOG_LEVEL", "INFO").upper()
 except SettingError as error:
@@ -245,6 +261,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_htmx",
+    "axes",
     "batches",
     "dashboard",
 ]
@@ -253,7 +270,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the path, a cookie or the query string (WhiteNoise
+    # in DEBUG stats files, the session is looked up): a NUL is a 400.
+    "dashboard.middleware.refuse_unstorable_input",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise, so that only what views make is marked private.
+    "dashboard.middleware.private_no_store",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -263,6 +285,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as axes asks: it turns a locked-out sign-in into our page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -293,6 +317,30 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes (dashboard/signin.py) first: it refuses a locked-out pair
+# before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Attempts while locked are refused without counting: the lock lifts when
+# the page said it would, not later for every retry.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "dashboard.signin.client_ip"
+AXES_LOCKOUT_CALLABLE = "dashboard.signin.locked_out"
+# Failures are kept until their cool-off ends; successful sign-ins are in the
+# log, not in a table that grows for ever.
+AXES_DISABLE_ACCESS_LOG = True
+# Axes masks the username and address in its own log lines by default; they
+# are what an operator needs (the password is always masked).
+AXES_SENSITIVE_PARAMETERS = []
+AXES_VERBOSE = False
+# Sessions: fixed at sign-in (dashboard/signin.py), so never extended.
+SESSION_SAVE_EVERY_REQUEST = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
@@ -422,13 +470,23 @@ LOGGING = {
     "formatters": {
         "line": LINE_FORMATTER,
     },
+    "filters": {
+        "secrets": SCRUB_FILTER,
+    },
     "handlers": {
-        "stdout": {"class": "logging.StreamHandler", "stream": sys.stdout, "formatter": "line"},
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": sys.stdout,
+            "formatter": "line",
+            "filters": ["secrets"],
+        },
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
         # urllib3 logs full request URLs at DEBUG; keep it quiet.
         "urllib3": {"level": "WARNING"},
         "django.db.backends": {"level": "INFO"},
+        # Its failures and lockouts are warnings; its successes need no line.
+        "axes": {"level": "WARNING"},
     },
 }

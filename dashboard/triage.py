@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import connection
@@ -171,7 +171,7 @@ class Item:
     since: datetime | None = None  # For a failing destination: its window's start.
 
 
-def items(triage: Triage, list_path: str, detail_prefix: str) -> list[Item]:
+def items(triage: Triage, list_path: str) -> list[Item]:
     """The panel's lines, most urgent first; only those with something in them."""
     now = triage.now
     stuck_minutes = settings.STUCK_AFTER_MINUTES
@@ -186,7 +186,7 @@ def items(triage: Triage, list_path: str, detail_prefix: str) -> list[Item]:
                 "id": batch.id,
                 "label": " ".join((batch.name or "").split()) or batch.id,
                 "named": bool((batch.name or "").strip()),
-                "url": f"{detail_prefix}{quote(batch.id, safe='')}/",
+                "url": batch.get_absolute_url(),
                 "detail": detail(batch),
             }
             for batch in entry.batches

@@ -1,11 +1,15 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, register_converter
 
+from batches.paths import BatchIdConverter
 from dashboard import health, views
+
+# Any id Inkit can send, "/", "." and ".." included (batches/paths.py).
+register_converter(BatchIdConverter, "batch_id")
 
 urlpatterns = [
     path("", views.batch_list, name="batch-list"),
-    path("batches/<str:batch_id>/", views.batch_detail, name="batch-detail"),
+    path("batches/<batch_id:batch_id>/", views.batch_detail, name="batch-detail"),
     path("export.csv", views.batch_export, name="batch-export"),
     path("sync-runs/", views.sync_runs, name="sync-runs"),
     path("trends/", views.trends, name="trends"),

@@ -14,7 +14,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -79,7 +79,7 @@ def batch_list(request: HttpRequest) -> HttpResponse:
         )
     elif page.number < requested:
         form.notices.append(f"There is no page {requested}; showing the last page, {page.number}.")
-    rows = batch_rows(batches, now, _detail_prefix(), form.query(page.number).urlencode())
+    rows = batch_rows(batches, now, form.query(page.number).urlencode())
     context = _list_context(request, form, page=page, rows=rows, now=now)
     response = _render_list(request, context)
     if context.get("fragment") and not context["refresh"]:
@@ -133,7 +133,7 @@ def _list_context(
         "summary_statuses": _ordered_statuses((summary or {}).get("by_status", {})),
         "stuck_count": triage.stuck_count,
         "triage": triage,
-        "attention": triage_items(triage, reverse("batch-list"), _detail_prefix()),
+        "attention": triage_items(triage, reverse("batch-list")),
         "sort_choices": SORT_CHOICES,
         "count_cap": COUNT_CAP,
         "status_options": _status_options(summary, data.get("status", [])),
@@ -148,11 +148,6 @@ def _list_context(
         "stuck_soon_minutes": stuck_soon_minutes(),
         "overdue_after_hours": settings.OVERDUE_AFTER_HOURS,
     }
-
-
-def _detail_prefix() -> str:
-    """"/batches/": rows link to /batches/<id>/ without a reverse() each."""
-    return reverse("batch-detail", args=["-"]).removesuffix("-/")
 
 
 def _sort_columns(form: BatchListForm, query) -> list[dict]:
@@ -283,7 +278,8 @@ def sync_runs(request: HttpRequest) -> HttpResponse:
     """/sync-runs/: recent sync runs, newest first; ?before=<id> for older."""
     runs = SyncRun.objects.with_alert_deliveries().order_by("-started_at", "-pk").defer("summary")
     before = request.GET.get("before", "")
-    if before.isascii() and before.isdigit():
+    # A run id fits 19 digits; int() refuses more than 4,300 with a ValueError.
+    if before.isascii() and before.isdigit() and len(before) <= 19:
         runs = runs.filter(pk__lt=int(before))
     runs = list(runs[: SYNC_RUNS_SHOWN + 1])
     context = {
@@ -307,9 +303,13 @@ def sync_now(request: HttpRequest) -> HttpResponse:
         return _sync_status(request, SyncStatus.load(after=after, queued_at=timezone.now()))
     messages.success(request, "Sync queued: the header shows its progress.")
     back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+    # A path on this site only; and no redirect(), which would take "0" for
+    # the name of a view.
+    if not back.startswith("/") or not url_has_allowed_host_and_scheme(
+        back, {request.get_host()}, request.is_secure()
+    ):
         back = reverse("batch-list")
-    return redirect(back)
+    return HttpResponseRedirect(back)
 
 
 @require_GET
@@ -333,7 +333,10 @@ def login(request: HttpRequest) -> HttpResponse:
     """Django's sign-in page; an htmx request that lost its session (the
     live refresh after a sign-out elsewhere) sends the whole tab here."""
     if request.htmx:
-        back = request.htmx.current_url_abs_path or reverse("batch-list")
+        try:
+            back = request.htmx.current_url_abs_path or reverse("batch-list")
+        except ValueError:  # An HX-Current-URL that is no URL ("http://[::1").
+            back = reverse("batch-list")
         return HttpResponseClientRedirect(redirect_to_login(back).url)
     return auth_views.LoginView.as_view(redirect_authenticated_user=True)(request)
 

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from batches.models import Batch, BatchDestination, BatchEvent, SyncRun
+from batches.alerts import build_payload
+from batches.models import Alert, Batch, BatchDestination, BatchEvent, SyncRun
 
 _ids = itertools.count(1)
 
@@ -119,3 +120,24 @@ def finished_sync(
         summary=Batch.objects.summary() if with_summary else None,
         **fields,
     )
+
+
+def stuck_alert_payload(batches: list[Batch], now: datetime) -> dict:
+    """The payload of an alert saying each of these batches became stuck,
+    as batches.alerts builds it (its links need PUBLIC_URL set)."""
+    alert = Alert.objects.create(created_at=now, subject="", payload={})
+    BatchEvent.objects.bulk_create(
+        BatchEvent(
+            batch=batch,
+            seen_at=now,
+            kind=BatchEvent.Kind.STUCK,
+            status=batch.status,
+            completed=batch.completed,
+            failed=batch.failed,
+            in_progress=batch.in_progress,
+            alert=alert,
+            changes={"stuck_since": now.isoformat(), "stuck_after_minutes": 60},
+        )
+        for batch in batches
+    )
+    return build_payload(alert, now, None)

@@ -21,8 +21,9 @@ from django.template.loader import render_to_string
 from werkzeug import Request, Response
 
 from batches import alerts, stuck
-from batches.alerts import DELIVERY_LEASE, backoff, deliver_due, scrub
+from batches.alerts import DELIVERY_LEASE, backoff, deliver_due
 from batches.models import Alert, AlertDelivery, Batch, BatchEvent, SyncRun
+from batches.secrets import scrub
 from batches.stuck import evaluate_stuck
 from batches.tasks import check_stuck
 from batches.timefmt import format_duration
@@ -196,6 +197,56 @@ def test_it_posts_json_that_slack_accepts_with_the_fields_beside_it(webhook, set
         ],
         "url": "https://batchwatch.example.com/batches/rb_q/",
     }
+
+
+def test_slack_text_escapes_everything_from_inkit_and_builds_links_that_hold(webhook, settings):
+    # An id, name, destination and status that would open links, mentions
+    # and formatting in mrkdwn if they went in raw.
+    settings.PUBLIC_URL = "https://ops.example.com"
+    webhook.expect_request(HOOK_PATH, method="POST").respond_with_data("ok")
+    make_batch(
+        "rb_<x>&y|z", name="<!channel> A&B | <@U1>", destinations={"<dest>&co": (10, 2, 1, 7)}
+    )
+    make_batch("a&b>c", name=None, destinations={})
+
+    evaluate_after(T0 + 65 * MIN)
+    Batch.objects.filter(pk="rb_<x>&y|z").update(status="<b>Done</b>")
+    evaluate_after(T0 + 66 * MIN)
+
+    stuck_text, finished_text = (body["text"] for body in posted(webhook))
+    lines = stuck_text.splitlines()
+    assert lines[0] == "*Batchwatch: 2 batches stuck*"
+    # The URL's own & as &amp;, its | and > percent-encoded (the path does it),
+    # the text escaped with | shown as ¦; the id in code, escaped too.
+    assert (
+        "• <https://ops.example.com/batches/rb_%3Cx%3E&amp;y%7Cz/|&lt;!channel&gt; A&amp;B ¦ "
+        "&lt;@U1&gt;> `rb_&lt;x&gt;&amp;y|z`: No progress for"
+    ) in stuck_text
+    assert (
+        "• <https://ops.example.com/batches/a&amp;b%3Ec/|a&amp;b&gt;c>: No progress" in stuck_text
+    )
+    assert "      &lt;dest&gt;&amp;co: 2 completed, 1 failed, 7 in progress of 10" in lines
+    assert "Finished (now &lt;b&gt;Done&lt;/b&gt;) after" in finished_text
+    for text in (stuck_text, finished_text):
+        # Every < opens one of our links, every > closes one.
+        opened = [part.split("|")[0] for part in text.split("<")[1:]]
+        assert all(url.startswith("https://ops.example.com/") for url in opened), opened
+        assert "<!" not in text and "<@" not in text
+
+
+def test_slack_links_hold_whatever_the_url_holds():
+    assert alerts.slack_link("https://x.example/a?b=1&c=2|3>4 5", "T|<>&") == (
+        "<https://x.example/a?b=1&amp;c=2%7C3%3E4%205|T¦&lt;&gt;&amp;>"
+    )
+
+
+def test_slack_text_escapes_the_error_in_a_stale_alert(webhook):
+    webhook.expect_request(HOOK_PATH, method="POST").respond_with_data("ok")
+    failed = synced(T0, SyncRun.Outcome.FAILED)
+    SyncRun.objects.filter(pk=failed.pk).update(error="Inkit answered 500: <html>&nbsp;<@U1>")
+    evaluate_stuck(now=T0 + 16 * MIN)
+    [body] = posted(webhook)
+    assert "Last error: Inkit answered 500: &lt;html&gt;&amp;nbsp;&lt;@U1&gt;" in body["text"]
 
 
 def test_without_a_public_url_alerts_carry_no_links(webhook):
@@ -647,7 +698,10 @@ def test_a_page_of_sync_runs_gets_its_deliveries_in_one_query(
     assert "Alert #" in html and "Webhook" in html and "Email" in html
     assert "Sent" in html and "2 attempts" in html and "1 attempt<" in html
     # Email went at once; the webhook after its retry, at the next evaluation.
-    assert 'sent <time datetime="2026-01-05T10:01:05+00:00" data-local>2026-01-05 10:01:05 UTC</time>' in html
+    assert (
+        'sent <time datetime="2026-01-05T10:01:05+00:00" data-local>2026-01-05 10:01:05 UTC</time>'
+        in html
+    )
     assert "2026-01-05 10:11:05 UTC" in html
     assert render_to_string("dashboard/_alert_deliveries.html", {"deliveries": []}).strip() == ""
 

@@ -3,8 +3,8 @@
 # batch_overdue_idx), sort=failure_rate (batch_failure_rate_idx and, with a
 # status, batch_status_failure_rate_idx), the triage panel's finished-with-
 # failures rule (batch_failed_finished_idx) and the trend rollups
-# (batches/trends.py). Numbered 0020 on the triage branch; the lead
-# re-points the dependency when merging.
+# (batches/trends.py). Numbered 0020 on the triage branch, after main's 0030
+# (merged in): the lead may renumber it.
 
 import django.db.models.expressions
 import django.db.models.functions.comparison
@@ -14,7 +14,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batches', '0009_destination_created_order'),
+        ('batches', '0030_scrub_stored_secrets'),
     ]
 
     operations = [
