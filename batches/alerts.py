@@ -68,7 +68,14 @@ log = logging.getLogger(__name__)
 # mass stall is one readable message, never a flood.
 MAX_LISTED = 50
 # The order sections appear in: what needs action first.
-KIND_ORDER = (BatchEvent.Kind.STUCK, BatchEvent.Kind.FINISHED, BatchEvent.Kind.RECOVERED)
+KIND_ORDER = (
+    BatchEvent.Kind.STUCK,
+    BatchEvent.Kind.OVERDUE,
+    BatchEvent.Kind.FINISHED,
+    BatchEvent.Kind.RECOVERED,
+)
+# The same, as the payload's keys.
+KINDS = tuple(str(kind) for kind in KIND_ORDER)
 
 BACKOFF_FIRST = timedelta(minutes=1)
 BACKOFF_MAX = timedelta(hours=1)
@@ -276,6 +283,7 @@ def create_alert(
         alert.payload = payload
         alert.subject = payload["summary"][:200]
         alert.stuck = payload["counts"]["stuck"]
+        alert.overdue = payload["counts"]["overdue"]
         alert.recovered = payload["counts"]["recovered"]
         alert.finished = payload["counts"]["finished"]
         alert.sync_state = claimed_change
@@ -363,10 +371,12 @@ def build_payload(alert: Alert, now: datetime, sync_info: dict | None) -> dict:
         "not_listed": {str(kind): counts[kind] - listed_counts[kind] for kind in KIND_ORDER},
         "created_at": now.isoformat(),
         "stuck_after_minutes": settings.STUCK_AFTER_MINUTES,
+        "overdue_after_hours": settings.OVERDUE_AFTER_HOURS,
         "sync_run_id": alert.sync_run_id,
         "sync": sync_info,
         "batches": batches,
         "stuck_url": absolute_url(_list_path() + "?stuck=1"),
+        "overdue_url": absolute_url(_list_path() + "?overdue=1"),
     }
     payload["summary"] = headline(payload)
     return payload
@@ -380,6 +390,9 @@ def _batch_item(event: BatchEvent, destinations: list[dict], now: datetime) -> d
         stuck_for = (
             int((now - datetime.fromisoformat(stuck_since)).total_seconds()) if stuck_since else 0
         )
+    elif event.kind == BatchEvent.Kind.OVERDUE:
+        # How long it has been In Progress since it was created.
+        stuck_for = max(int((now - batch.created_at).total_seconds()), 0)
     else:
         stuck_for = int(changes.get("stuck_for_seconds", 0))
     return {
@@ -421,12 +434,14 @@ def headline(payload: dict) -> str:
     elif sync:
         parts.append(f"syncing recovered after {format_duration(sync['for_seconds'])}")
     batches = payload["batches"]
-    kinds = [kind for kind in ("stuck", "finished", "recovered") if counts[kind]]
+    kinds = [kind for kind in KINDS if counts.get(kind)]
     if sum(counts.values()) == 1 and batches:
         item = batches[0]
         label = batch_label(item)
         if item["event"] == BatchEvent.Kind.STUCK:
             parts.append(f"stuck: {label}, no progress for {item['stuck_for']}")
+        elif item["event"] == BatchEvent.Kind.OVERDUE:
+            parts.append(f"overdue: {label}, In Progress for {item['stuck_for']} since created")
         elif item["event"] == BatchEvent.Kind.RECOVERED:
             parts.append(f"recovered: {label}")
         else:
@@ -459,15 +474,19 @@ def sections(payload: dict) -> list[dict]:
     the email and the Slack text so both say the same."""
     created = datetime.fromisoformat(payload["created_at"])
     threshold = format_duration(payload["stuck_after_minutes"] * 60)
+    # Payloads made before overdue alerts existed have no overdue figures.
+    overdue_after = format_duration(payload.get("overdue_after_hours", 24) * 3600)
     titles = {
         "stuck": f"Became stuck: In Progress with no progress for {threshold} or more",
+        "overdue": f"Became overdue: In Progress for more than {overdue_after} since created",
         "finished": "Finished: no longer In Progress",
         "recovered": "Progress resumed",
     }
+    more_urls = {"stuck": payload["stuck_url"], "overdue": payload.get("overdue_url")}
     result = []
-    for kind in ("stuck", "finished", "recovered"):
+    for kind in KINDS:
         items = [item for item in payload["batches"] if item["event"] == kind]
-        if not items and not payload["not_listed"][kind]:
+        if not items and not payload["not_listed"].get(kind):
             continue
         entries = []
         for item in items:
@@ -477,6 +496,8 @@ def sections(payload: dict) -> list[dict]:
             if kind == "stuck":
                 since = format_utc(item["stuck_since"])
                 what = f"No progress for {item['stuck_for']} (since {since})."
+            elif kind == "overdue":
+                what = f"In Progress for {item['stuck_for']} since it was created."
             elif kind == "recovered":
                 what = f"Progressing again after {item['stuck_for']} without progress."
             else:
@@ -503,7 +524,7 @@ def sections(payload: dict) -> list[dict]:
                 "title": f"{titles[kind]} ({payload['counts'][kind]})",
                 "entries": entries,
                 "more": more,
-                "more_url": payload["stuck_url"] if kind == "stuck" else None,
+                "more_url": more_urls.get(kind),
             }
         )
     return result

@@ -6,7 +6,20 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
-from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Sum
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    OuterRef,
+    Prefetch,
+    Q,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast, Greatest
 from django.utils import timezone
 
 from .paths import batch_path
@@ -27,6 +40,7 @@ BATCH_SORT_KEYS = (
     "failed",
     "in_progress",
     "last_progress_at",
+    "failure_rate",
 )
 
 
@@ -44,6 +58,67 @@ IN_FLIGHT_HOURS = 24
 def stuck_threshold(now: datetime | None = None) -> datetime:
     """The moment before which a batch without progress counts as stuck."""
     return (now or timezone.now()) - timedelta(minutes=settings.STUCK_AFTER_MINUTES)
+
+
+def stuck_soon_threshold(now: datetime | None = None) -> datetime:
+    """The moment before which a batch without progress will be stuck within
+    the next quarter of STUCK_AFTER_MINUTES ("stuck in 12 min")."""
+    return (now or timezone.now()) - timedelta(minutes=settings.STUCK_AFTER_MINUTES * 3 / 4)
+
+
+def overdue_threshold(now: datetime | None = None) -> datetime:
+    """The moment before which an In Progress batch was created to be overdue."""
+    return (now or timezone.now()) - timedelta(hours=settings.OVERDUE_AFTER_HOURS)
+
+
+# "Finished in the last 24 hours" for the triage panel's batches with failures.
+RECENTLY_FINISHED = timedelta(hours=24)
+
+
+def failure_rate():
+    """Failed deliveries as a share of those that ended (completed + failed),
+    0 when none has ended; summed over destinations. A new expression each
+    call, for sorted_by("failure_rate") and batch_failure_rate_idx, which
+    must be the same expression for PostgreSQL to walk the index."""
+    return Cast(F("failed"), FloatField()) / Greatest(F("completed") + F("failed"), Value(1))
+
+
+def seen_progressing() -> Q:
+    """Batches this app has seen progress: last_progress_at starts at
+    first_seen_at and only moves on progress (Batch.seen_progressing())."""
+    return Q(last_progress_at__gt=F("first_seen_at"))
+
+
+def failures_finished_at():
+    """For a batch no longer In Progress with failed documents: when this app
+    last knew it active, its last progress if it was seen progressing (its
+    status change is progress), else its creation. Null for every other
+    batch. A new expression each call, for finished_with_failures() and
+    batch_failed_finished_idx, which must be the same expression for
+    PostgreSQL to use the index. The index is not partial on purpose:
+    PostgreSQL keeps statistics for a full index's expression (not a partial
+    one's), and without them it guessed thousands of rows for the few dozen
+    of a day and walked every failed batch ever instead (bench/README.md)."""
+    known_active = Case(
+        When(seen_progressing(), then=F("last_progress_at")),
+        default=F("created_at"),
+    )
+    return Case(
+        When(Q(failed__gt=0) & ~Q(status=IN_PROGRESS), then=known_active),
+        default=None,
+        output_field=models.DateTimeField(),
+    )
+
+
+# What finished_with_failures() names failures_finished_at() in its query.
+FAILURES_FINISHED_AT = "failures_finished_at"
+
+
+def _finished_with_failures_since(since: datetime) -> Q:
+    """finished_with_failures()'s condition, on a query that aliased
+    failures_finished_at() as FAILURES_FINISHED_AT (null unless the batch
+    ended with failures)."""
+    return Q(**{f"{FAILURES_FINISHED_AT}__gte": since})
 
 
 class BatchQuerySet(models.QuerySet["Batch"]):
@@ -69,13 +144,59 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         "Seen progressing" is last_progress_at > first_seen_at, because
         last_progress_at starts at first_seen_at (it is the stuck clock).
         The same rule as Batch.is_in_flight(); served by
-        batch_in_flight_created_idx (the created arm) and batch_stuck_idx
+        batch_in_progress_created_idx (the created arm) and batch_stuck_idx
         (the progress arm), whose conditions match this one's.
         """
         since = (now or timezone.now()) - timedelta(hours=IN_FLIGHT_HOURS)
         return self.present().filter(status=IN_PROGRESS).filter(
             Q(created_at__gte=since)
             | Q(last_progress_at__gte=since, last_progress_at__gt=F("first_seen_at"))
+        )
+
+    def stuck_soon(self, now: datetime | None = None) -> BatchQuerySet:
+        """In Progress batches that will be stuck within the next quarter of
+        STUCK_AFTER_MINUTES if they make no progress: the range of
+        batch_stuck_idx just after stuck()'s. Batch.stuck_in() says when."""
+        return self.present().filter(
+            status=IN_PROGRESS,
+            last_progress_at__gt=stuck_threshold(now),
+            last_progress_at__lte=stuck_soon_threshold(now),
+        )
+
+    def overdue(self, now: datetime | None = None) -> BatchQuerySet:
+        """In Progress batches created more than OVERDUE_AFTER_HOURS ago, however
+        they progress: known from the first sync, since Inkit gives created_at.
+        Served by batch_in_progress_created_idx; Batch.is_overdue() is the same rule."""
+        return self.present().filter(status=IN_PROGRESS, created_at__lte=overdue_threshold(now))
+
+    def finished_with_failures(self, now: datetime | None = None) -> BatchQuerySet:
+        """Batches no longer In Progress with failed documents that finished in
+        the last 24 hours, as far as this app can tell: created in that time,
+        or seen progressing (their status change counts) in it. A batch first
+        seen already finished has no finishing time here and is left out
+        unless it is that young (failures_finished_at()). Served by
+        batch_failed_finished_idx, a range of that one expression."""
+        since = (now or timezone.now()) - RECENTLY_FINISHED
+        return (
+            self.present()
+            .alias(**{FAILURES_FINISHED_AT: failures_finished_at()})
+            .filter(_finished_with_failures_since(since))
+        )
+
+    def needs_attention(self, now: datetime | None = None) -> BatchQuerySet:
+        """attention=1: every batch the triage panel lists, stuck or stuck
+        soon, overdue, or finished lately with failures. Each arm is one of
+        the rules above; PostgreSQL ORs their indexes."""
+        now = now or timezone.now()
+        in_flight = Q(status=IN_PROGRESS) & (
+            Q(last_progress_at__lte=stuck_soon_threshold(now))
+            | Q(created_at__lte=overdue_threshold(now))
+        )
+        finished = _finished_with_failures_since(now - RECENTLY_FINISHED)
+        return (
+            self.present()
+            .alias(**{FAILURES_FINISHED_AT: failures_finished_at()})
+            .filter(in_flight | finished)
         )
 
     def declared_stuck(self) -> BatchQuerySet:
@@ -156,6 +277,12 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         on PostgreSQL."""
         if key not in BATCH_SORT_KEYS:
             raise ValueError(f"cannot sort batches by {key!r}")
+        if key == "failure_rate":
+            # Never null; batch_failure_rate_idx is (the same expression, id).
+            rate = failure_rate()
+            if descending:
+                return self.order_by(rate.desc(), F("id").desc())
+            return self.order_by(rate.asc(), F("id").asc())
         column, id_column = key, "id"
         if key == "created_at" and self._narrowed_to_destination():
             # Narrowed to one destination (with_destination()): the same order,
@@ -184,6 +311,8 @@ class BatchQuerySet(models.QuerySet["Batch"]):
     def summary(self) -> dict:
         """Figures for the dashboard's summary strip. This scans the tables,
         so it runs once per sync, never on a page view."""
+        from . import trends  # It writes these models: imported when used.
+
         present = self.present()
         by_status = dict(
             present.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n")
@@ -215,6 +344,10 @@ class BatchQuerySet(models.QuerySet["Batch"]):
             "in_progress_documents": totals["in_progress"],
             "destinations": destinations,
             "gone": self.filter(gone_at__isnull=False).count(),
+            # Each destination card's last 24 hours and the triage panel's
+            # failure-rate comparison, from the rollups (batches/trends.py):
+            # read once per sync with the rest, never on a page view.
+            "trends": trends.summary_trends(timezone.now()),
         }
 
 
@@ -249,6 +382,9 @@ class Batch(models.Model):
     # data of a newer read (batches.sync.writes). Null: never read since
     # this column exists.
     checked_at = models.DateTimeField(null=True, blank=True)
+    # Set when this app declared the batch overdue (and alerted): once per
+    # batch, never cleared, so it is never alerted twice (batches/stuck.py).
+    declared_overdue_at = models.DateTimeField(null=True, blank=True)
     # Set when a complete sync no longer listed the batch. Rows are never
     # deleted: a batch that comes back has this cleared.
     gone_at = models.DateTimeField(null=True, blank=True)
@@ -291,16 +427,27 @@ class Batch(models.Model):
                 condition=Q(status=IN_PROGRESS, gone_at__isnull=True),
                 name="batch_stuck_idx",
             ),
-            # BatchQuerySet.in_flight(): the created-within-24-hours arm (the
+            # In Progress and present, by created_at: BatchQuerySet.overdue()
+            # (and the stuck evaluator's overdue candidates) and the
+            # created-within-24-hours arm of BatchQuerySet.in_flight() (its
             # progress arm is batch_stuck_idx, on the same condition).
             models.Index(
                 fields=["created_at"],
                 condition=Q(status=IN_PROGRESS, gone_at__isnull=True),
-                name="batch_in_flight_created_idx",
+                name="batch_in_progress_created_idx",
             ),
             # checked_at has no index on purpose: every sync run writes it
             # on every row it reads, and an indexed column would turn those
             # cheap in-place (HOT) updates into updates of every index.
+            # sort=failure_rate: the expression failure_rate() builds, id last.
+            models.Index(failure_rate(), F("id"), name="batch_failure_rate_idx"),
+            # finished_with_failures(): batches that ended with failures, by
+            # when they were last known active (failures_finished_at(),
+            # null for the others).
+            models.Index(failures_finished_at(), name="batch_failed_finished_idx"),
+            # status=...&sort=failure_rate (status=In Progress with the worst
+            # failure rate first, say).
+            models.Index(F("status"), failure_rate(), F("id"), name="batch_status_failure_rate_idx"),
             # The stuck evaluator's "declared stuck" set.
             models.Index(
                 fields=["stuck_since"], condition=Q(stuck_since__isnull=False), name="batch_stuck_since_idx"
@@ -337,6 +484,32 @@ class Batch(models.Model):
     def stuck_for(self, now: datetime | None = None) -> timedelta:
         """How long the batch has gone without progress."""
         return (now or timezone.now()) - self.last_progress_at
+
+    def stuck_in(self, now: datetime | None = None) -> timedelta | None:
+        """How long until it is stuck without progress (In Progress and not
+        stuck yet); None otherwise. stuck_soon() is this under a quarter of
+        STUCK_AFTER_MINUTES."""
+        if self.status != IN_PROGRESS or self.gone_at is not None:
+            return None
+        left = self.last_progress_at - stuck_threshold(now)
+        return left if left > timedelta(0) else None
+
+    def is_overdue(self, now: datetime | None = None) -> bool:
+        """The same rule as BatchQuerySet.overdue(), for one loaded batch."""
+        return (
+            self.gone_at is None
+            and self.status == IN_PROGRESS
+            and self.created_at <= overdue_threshold(now)
+        )
+
+    def seen_progressing(self) -> bool:
+        """Whether this app has seen the batch progress (the Q seen_progressing())."""
+        return self.last_progress_at > self.first_seen_at
+
+    @property
+    def failure_rate(self) -> float:
+        """The same figure as failure_rate(): failed over completed + failed."""
+        return self.failed / max(self.completed + self.failed, 1)
 
 
 class BatchDestination(models.Model):
@@ -395,6 +568,7 @@ class BatchEvent(models.Model):
     class Kind(models.TextChoices):
         CHANGED = "changed", "Changed"
         STUCK = "stuck", "Became stuck"
+        OVERDUE = "overdue", "Became overdue"
         RECOVERED = "recovered", "Recovered"
         FINISHED = "finished", "Finished"
         GONE = "gone", "No longer listed"
@@ -423,7 +597,7 @@ class BatchEvent(models.Model):
     )
 
     # The kinds the stuck evaluator records, each alerted once.
-    TRANSITIONS = (Kind.STUCK, Kind.RECOVERED, Kind.FINISHED)
+    TRANSITIONS = (Kind.STUCK, Kind.OVERDUE, Kind.RECOVERED, Kind.FINISHED)
 
     class Meta:
         indexes = [
@@ -432,7 +606,7 @@ class BatchEvent(models.Model):
             # Transitions no alert took yet (alerts.has_orphaned_transitions).
             models.Index(
                 fields=["seen_at"],
-                condition=Q(alert__isnull=True, kind__in=["stuck", "recovered", "finished"]),
+                condition=Q(alert__isnull=True, kind__in=["stuck", "overdue", "recovered", "finished"]),
                 name="event_unalerted_idx",
             ),
         ]
@@ -768,6 +942,7 @@ class Alert(models.Model):
     )
     subject = models.CharField(max_length=200)
     stuck = models.IntegerField(default=0)
+    overdue = models.IntegerField(default=0)
     recovered = models.IntegerField(default=0)
     finished = models.IntegerField(default=0)
     # "stale" or "recovered" when syncing changed state in this alert.
@@ -931,3 +1106,45 @@ class SyncHealth(models.Model):
             return None
         cleared = cls.objects.filter(name=cls.NAME, stale_since=since).update(stale_since=None)
         return since if cleared == 1 else None
+
+
+# Trends --------------------------------------------------------------------------
+# Hourly rollups the sync writes as it sees counts change (batches/trends.py),
+# read by the trends page and the summary strip: never the batch table.
+
+
+class DestinationTrend(models.Model):
+    """Documents that completed and failed at one destination in one UTC
+    hour, as the sync saw the counts rise. A batch seen for the first time
+    counts at the hour it was created (see batches/trends.py)."""
+
+    hour = models.DateTimeField()  # The start of the hour, UTC.
+    destination = models.CharField(max_length=100)
+    completed = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The sync's upsert target, and the index of every chart: a range
+            # of hours, every destination (TRENDS_RETENTION_DAYS of them).
+            models.UniqueConstraint(fields=["hour", "destination"], name="destination_trend_unique_hour"),
+        ]
+        ordering = ["hour", "destination"]
+
+    def __str__(self) -> str:
+        return f"{self.destination} {self.hour:%Y-%m-%d %H}:00 ✓{self.completed} ✕{self.failed}"
+
+
+class CreationTrend(models.Model):
+    """Batches (and their documents) created in one UTC hour, counted when
+    the sync first sees them."""
+
+    hour = models.DateTimeField(unique=True)  # The start of the hour, UTC; its index serves every range.
+    batches = models.IntegerField(default=0)
+    documents = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["hour"]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00: {self.batches} batches"

@@ -17,6 +17,14 @@ The rules, and why:
 - stuck_since is set to the batch's last progress at the time it was
   declared: the start of the stuck period. Progress moves last_progress_at
   past it, which is how a recovery is told from "the threshold was raised".
+- A batch is *declared* overdue (Batch.declared_overdue_at set, an OVERDUE
+  event, an alert) on the same fresh data, once it has been In Progress for
+  OVERDUE_AFTER_HOURS since created_at (BatchQuerySet.overdue()). Inkit gives
+  created_at, so this is known from the first sync: every batch already
+  overdue then is declared by that one evaluation, into one digest. It is
+  never cleared: one alert per batch, whatever it does next (a batch that
+  finishes is no longer overdue by the rule, and one still In Progress stays
+  so).
 - A declared batch is cleared as RECOVERED when it progresses while still In
   Progress, and as FINISHED when its status leaves In Progress or Inkit stops
   listing it (gone): whoever was told "stuck" is always told when it ends.
@@ -55,6 +63,7 @@ CLAIM_CHUNK = 500
 _ROW_FIELDS = (
     "id",
     "status",
+    "created_at",
     "completed",
     "failed",
     "in_progress",
@@ -95,6 +104,7 @@ class Evaluation:
     now: datetime
     sync: SyncState
     stuck: list[str] = field(default_factory=list)
+    overdue: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     still_stuck: int = 0  # Declared earlier and still stuck: not alerted again.
@@ -154,6 +164,29 @@ def declare_stuck(as_of: datetime, now: datetime) -> list[BatchEvent]:
         )
 
     return _claim(candidates, list(ids), {"stuck_since": F("last_progress_at")}, event)
+
+
+def declare_overdue(as_of: datetime, now: datetime) -> list[BatchEvent]:
+    """Declare overdue every batch overdue as of `as_of` not declared yet,
+    among those the API showed at or after `as_of` (as declare_stuck()); one
+    OVERDUE event each. Oldest first."""
+    candidates = Batch.objects.overdue(as_of).filter(
+        Q(checked_at__isnull=True) | Q(checked_at__gte=as_of), declared_overdue_at__isnull=True
+    )
+    ids = candidates.order_by("created_at", "id").values_list("id", flat=True)
+
+    def event(row: dict) -> BatchEvent:
+        return _event(
+            row,
+            BatchEvent.Kind.OVERDUE,
+            now,
+            {
+                "created_at": row["created_at"].isoformat(),
+                "overdue_after_hours": settings.OVERDUE_AFTER_HOURS,
+            },
+        )
+
+    return _claim(candidates, list(ids), {"declared_overdue_at": now}, event)
 
 
 def clear_recovered(now: datetime) -> list[BatchEvent]:
@@ -276,12 +309,15 @@ def evaluate_stuck(
     evaluation = Evaluation(now=now, sync=state)
     events: list[BatchEvent] = []
     if state.fresh:
-        events += declare_stuck(as_of=state.basis.started_at, now=now)
         # A quick sync re-reads only what can have changed; the last full
         # sweep read the rest, and what it read is fact as of its start.
+        judged = [state.basis.started_at]
         sweep = SyncRun.objects.full_sweeps().succeeded().order_by("-started_at").first()
         if sweep is not None and sweep.pk != state.basis.pk:
-            events += declare_stuck(as_of=sweep.started_at, now=now)
+            judged.append(sweep.started_at)
+        for as_of in judged:
+            events += declare_stuck(as_of=as_of, now=now)
+            events += declare_overdue(as_of=as_of, now=now)
     # Recoveries and finishes are observed progress, true however old the
     # data: they are recorded whether or not the last sync succeeded.
     events += clear_recovered(now)
@@ -289,6 +325,7 @@ def evaluate_stuck(
     for event in events:
         {
             BatchEvent.Kind.STUCK: evaluation.stuck,
+            BatchEvent.Kind.OVERDUE: evaluation.overdue,
             BatchEvent.Kind.RECOVERED: evaluation.recovered,
             BatchEvent.Kind.FINISHED: evaluation.finished,
         }[event.kind].append(event.batch_id)
@@ -344,6 +381,7 @@ def summary_lines(evaluation: Evaluation) -> Iterable[str]:
             "no batch declared stuck until a sync succeeds."
         )
     yield f"Became stuck: {_ids(evaluation.stuck)}"
+    yield f"Became overdue: {_ids(evaluation.overdue)}"
     yield f"Recovered: {_ids(evaluation.recovered)}"
     yield f"Finished: {_ids(evaluation.finished)}"
     yield f"Still stuck, already alerted: {evaluation.still_stuck}"
@@ -351,7 +389,7 @@ def summary_lines(evaluation: Evaluation) -> Iterable[str]:
         yield f"Syncing: {evaluation.sync_change}"
     if evaluation.alert is not None:
         yield f"Alert #{evaluation.alert.pk}: {evaluation.alert.subject}"
-    elif evaluation.stuck or evaluation.recovered or evaluation.finished:
+    elif evaluation.stuck or evaluation.overdue or evaluation.recovered or evaluation.finished:
         yield "Alert: the transitions were alerted by another evaluator running at the same time."
     if not alerts.configured_channels():
         yield (

@@ -2,7 +2,8 @@
 
 Two kinds of parameters, treated differently on bad input:
 - filters (q, status, destination, destination_status, created_after,
-  created_before, stuck, failed) decide which batches are shown: ignoring a
+  created_before, stuck, failed, and the triage panel's stuck_soon, overdue,
+  recent_failures and attention) decide which batches are shown: ignoring a
   bad one would show the wrong set, so it is an error (400) naming it;
 - view parameters (sort, page, page_size) only shape the view: a bad one
   falls back to the nearest sensible value and leaves a notice.
@@ -27,6 +28,29 @@ DEFAULT_SORT = "-created_at"
 # Beyond this, page numbers are nonsense rather than deep paging.
 MAX_PAGE = 1_000_000
 
+# The sort menu (the headings do the same on wide screens): each key, and
+# the direction people mean by it first.
+SORT_CHOICES = (
+    ("-created_at", "Newest first"),
+    ("created_at", "Oldest first"),
+    ("last_progress_at", "Longest without progress"),
+    ("-failure_rate", "Worst failure rate"),
+    ("-failed", "Most failed"),
+    ("-in_progress", "Most in progress"),
+    ("-completed", "Most completed"),
+    ("-total", "Most documents"),
+    ("total", "Fewest documents"),
+    ("name", "Name A–Z"),
+    ("-name", "Name Z–A"),
+    ("status", "Status A–Z"),
+    ("-last_progress_at", "Latest progress"),
+    ("failure_rate", "Best failure rate"),
+    ("failed", "Fewest failed"),
+    ("completed", "Fewest completed"),
+    ("in_progress", "Fewest in progress"),
+    ("-status", "Status Z–A"),
+)
+
 # The order parameters appear in canonical URLs.
 PARAMETERS = (
     "q",
@@ -37,6 +61,10 @@ PARAMETERS = (
     "created_before",
     "stuck",
     "failed",
+    "stuck_soon",
+    "overdue",
+    "recent_failures",
+    "attention",
     "sort",
     "page_size",
     "page",
@@ -94,6 +122,12 @@ class BatchListForm(forms.Form):
     created_before = forms.DateField(required=False, input_formats=["%Y-%m-%d"])
     stuck = FlagField()
     failed = FlagField()
+    # The triage panel's views (BatchQuerySet.stuck_soon(), overdue(),
+    # finished_with_failures() and needs_attention()).
+    stuck_soon = FlagField()
+    overdue = FlagField()
+    recent_failures = FlagField()
+    attention = FlagField()
     sort = forms.CharField(required=False)
     page = forms.CharField(required=False)
     page_size = forms.CharField(required=False)
@@ -192,6 +226,14 @@ class BatchListForm(forms.Form):
         )
         if data["stuck"]:
             batches = batches.stuck(now)
+        if data["stuck_soon"]:
+            batches = batches.stuck_soon(now)
+        if data["overdue"]:
+            batches = batches.overdue(now)
+        if data["recent_failures"]:
+            batches = batches.finished_with_failures(now)
+        if data["attention"]:
+            batches = batches.needs_attention(now)
         return batches.sorted_by(self.sort_key, self.descending)
 
     def query(self, page: int = 1) -> QueryDict:
@@ -221,7 +263,7 @@ class BatchListForm(forms.Form):
     def filtered(self) -> bool:
         """True when any filter (not just sorting or paging) is applied."""
         data = self.cleaned_data
-        return any(data[name] for name in PARAMETERS[:8])
+        return any(data[name] for name in PARAMETERS[: PARAMETERS.index("sort")])
 
 
 def _start_of(day: date | None) -> datetime | None:

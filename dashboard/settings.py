@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from django.utils.csp import CSP
 
 from dashboard.logs import LINE_FORMATTER, SCRUB_FILTER
 
@@ -197,6 +198,12 @@ try:
 
     DASHBOARD_REFRESH_SECONDS = envint("DASHBOARD_REFRESH_SECONDS", 15, minimum=0)
     STUCK_AFTER_MINUTES = envint("STUCK_AFTER_MINUTES", 60, minimum=1)
+    # In Progress for longer than this since created_at is overdue, however
+    # it progresses (batches.models.overdue_threshold).
+    OVERDUE_AFTER_HOURS = envint("OVERDUE_AFTER_HOURS", 24, minimum=1)
+    # How long the hourly trend rollups are kept (batches/trends.py). At
+    # least the 7 days a destination's failure rate is compared against.
+    TRENDS_RETENTION_DAYS = envint("TRENDS_RETENTION_DAYS", 90, minimum=7)
 
     ALERT_EMAILS = envlist("ALERT_EMAILS")
     # Validated as a URL but kept exactly as given (a trailing slash may
@@ -288,6 +295,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, as axes asks: it turns a locked-out sign-in into our page.
     "axes.middleware.AxesMiddleware",
@@ -306,6 +314,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # {{ csp_nonce }}: {% htmx_script %} puts it on htmx's tag.
+                "django.template.context_processors.csp",
             ],
         },
     },
@@ -380,6 +390,23 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy: scripts only from our own static files (htmx and
+# dashboard.js, each tag carrying the request's nonce), no inline script or
+# style at all, nothing fetched from another origin. htmx is configured for
+# it in base.html (no eval, no injected indicator styles); charts are SVG
+# drawn by the server. data: images are the stylesheet's own icons.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "font-src": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "object-src": [CSP.NONE],
+}
 SESSION_COOKIE_HTTPONLY = True
 
 # Celery: configured here under the CELERY_ namespace (see dashboard/celery.py).

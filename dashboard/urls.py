@@ -13,6 +13,7 @@ urlpatterns = [
     path("export.csv", views.batch_export, name="batch-export"),
     path("sync-runs/", views.sync_runs, name="sync-runs"),
     path("sync-runs/full-sweep/", views.start_full_sweep, name="full-sweep"),
+    path("trends/", views.trends, name="trends"),
     path("sync/", views.sync_now, name="sync-now"),
     path("sync/status/", views.sync_status, name="sync-status"),
     path("login/", views.login, name="login"),

@@ -23,26 +23,34 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
+from batches import trends as batch_trends
 from batches.models import IN_PROGRESS, Batch, SyncRun
 from batches.tasks import queue_sync
 
+from .charts import run_hours
 from .export import csv_lines, destination_names
-from .forms import PAGE_SIZES, BatchListForm, SyncFollowForm
+from .forms import PAGE_SIZES, SORT_CHOICES, BatchListForm, SyncFollowForm
 from .paging import COUNT_CAP, CappedPage, fetch_page
 from .rows import batch_rows
 from .sync_status import POLL_SECONDS, SyncStatus
+from .triage import Triage, stuck_soon_minutes
+from .triage import items as triage_items
 
-# Sortable columns of the list: (sort key, heading, first click sorts descending).
+# Sortable columns of the list: (sort key, heading, what it counts, first
+# click sorts descending). Total counts documents; the others count
+# deliveries, summed over destinations (a document sent to two destinations
+# is two), which is why Completed can exceed Total.
 SORT_COLUMNS = [
-    ("name", "Name", False),
-    ("status", "Status", False),
-    ("total", "Total", True),
-    ("completed", "Completed", True),
-    ("failed", "Failed", True),
-    ("in_progress", "In progress", True),
-    ("created_at", "Created", True),
+    ("name", "Batch", "", False),
+    ("status", "Status", "", False),
+    ("total", "Docs", "documents", True),
+    ("completed", "Completed", "deliveries", True),
+    ("failed", "Failed", "deliveries", True),
+    ("in_progress", "In progress", "deliveries", True),
+    ("failure_rate", "Failed %", "of ended", True),
+    ("created_at", "Created", "", True),
     # Oldest progress first: that is where stuck batches are.
-    ("last_progress_at", "Last progress", False),
+    ("last_progress_at", "Progress", "", False),
 ]
 EVENTS_SHOWN = 200
 SYNC_RUNS_SHOWN = 100
@@ -104,8 +112,9 @@ def _list_context(
     now: datetime | None = None,
     problems: list[str] | None = None,
 ) -> dict:
+    now = now or timezone.now()
     summary = SyncRun.objects.last_summary()
-    stuck_count = Batch.objects.stuck(now).capped_count(COUNT_CAP)
+    triage = Triage.load(now, summary)
     data = form.cleaned_data if page is not None else {}
     query = form.query(page.number) if page is not None else request.GET.copy()
     return {
@@ -115,14 +124,17 @@ def _list_context(
         "notices": form.notices,
         "page": page,
         "rows": rows or [],
-        "now": now or timezone.now(),
+        "now": now,
         "query": query,
         "query_string": query.urlencode(),
         "list_path": reverse("batch-list"),
         "columns": _sort_columns(form, query) if page is not None else [],
         "summary": summary,
         "summary_statuses": _ordered_statuses((summary or {}).get("by_status", {})),
-        "stuck_count": stuck_count,
+        "stuck_count": triage.stuck_count,
+        "triage": triage,
+        "attention": triage_items(triage, reverse("batch-list")),
+        "sort_choices": SORT_CHOICES,
         "count_cap": COUNT_CAP,
         "status_options": _status_options(summary, data.get("status", [])),
         "destination_options": _destination_options(summary, data.get("destination", "")),
@@ -133,6 +145,8 @@ def _list_context(
         "sync": SyncStatus.load(),
         "refresh_seconds": settings.DASHBOARD_REFRESH_SECONDS,
         "stuck_after_minutes": settings.STUCK_AFTER_MINUTES,
+        "stuck_soon_minutes": stuck_soon_minutes(),
+        "overdue_after_hours": settings.OVERDUE_AFTER_HOURS,
     }
 
 
@@ -141,7 +155,7 @@ def _sort_columns(form: BatchListForm, query) -> list[dict]:
     current sort) and its aria-sort."""
     current, descending = form.sort_key, form.descending
     columns = []
-    for key, label, descending_first in SORT_COLUMNS:
+    for key, label, unit, descending_first in SORT_COLUMNS:
         if key == current:
             next_descending = not descending
             aria_sort = "descending" if descending else "ascending"
@@ -152,7 +166,13 @@ def _sort_columns(form: BatchListForm, query) -> list[dict]:
         link.pop("page", None)
         link["sort"] = f"-{key}" if next_descending else key
         columns.append(
-            {"key": key, "label": label, "aria_sort": aria_sort, "query": link.urlencode()}
+            {
+                "key": key,
+                "label": label,
+                "unit": unit,
+                "aria_sort": aria_sort,
+                "query": link.urlencode(),
+            }
         )
     return columns
 
@@ -196,13 +216,44 @@ def batch_detail(request: HttpRequest, batch_id: str) -> HttpResponse:
         "more_events": len(events) > EVENTS_SHOWN,
         "events_shown": EVENTS_SHOWN,
         "stuck": batch.is_stuck(now),
+        "overdue": batch.is_overdue(now),
+        "stuck_in": batch.stuck_in(now),
+        "seen_progressing": batch.seen_progressing(),
         "now": now,
         "raw_json": json.dumps(batch.raw, indent=2, sort_keys=True, ensure_ascii=False),
         "back_url": reverse("batch-list") + (f"?{back_query}" if back_query else ""),
         "stuck_after_minutes": settings.STUCK_AFTER_MINUTES,
+        "overdue_after_hours": settings.OVERDUE_AFTER_HOURS,
         "sync": SyncStatus.load(),
     }
     return render(request, "dashboard/batch_detail.html", context)
+
+
+@require_GET
+def trends(request: HttpRequest) -> HttpResponse:
+    """/trends/: per destination, documents completed and failed per hour (24 h)
+    and per day (30 days); batches created; each sync run's duration and
+    requests. One query per chart, over the rollups and SyncRun, never the
+    batch table."""
+    now = timezone.now()
+    by_hour = batch_trends.destinations_by_hour(now)
+    by_day = batch_trends.destinations_by_day(now)
+    created_by_hour, created_by_day = batch_trends.batches_created(now)
+    runs = batch_trends.sync_runs(now)
+    names = sorted(set(by_hour) | set(by_day))
+    context = {
+        "now": now,
+        "destinations": [
+            {"name": name, "hours": by_hour.get(name), "days": by_day.get(name)} for name in names
+        ],
+        "created_by_hour": created_by_hour,
+        "created_by_day": created_by_day,
+        "runs": runs,
+        "run_hours": run_hours(runs),
+        "retention_days": settings.TRENDS_RETENTION_DAYS,
+        "sync": SyncStatus.load(),
+    }
+    return render(request, "dashboard/trends.html", context)
 
 
 @require_GET

@@ -169,7 +169,7 @@ def test_it_posts_json_that_slack_accepts_with_the_fields_beside_it(webhook, set
     assert "inkit_storage: 2 completed, 1 failed, 7 in progress of 10" in body["text"]
     assert body["source"] == "batchwatch" and body["alert_id"] == evaluation.alert.pk
     assert body["events"] == ["stuck"]
-    assert body["counts"] == {"stuck": 1, "finished": 0, "recovered": 0}
+    assert body["counts"] == {"stuck": 1, "overdue": 0, "finished": 0, "recovered": 0}
     assert body["sync_run_id"] == evaluation.sync.basis.pk
     assert body["stuck_url"] == "https://batchwatch.example.com/?stuck=1"
     [item] = body["batches"]
@@ -303,9 +303,9 @@ def test_many_transitions_make_one_capped_digest(smtp, webhook):
 
     assert len(smtp.messages) == 2 and len(webhook.log) == 2
     digest = posted(webhook)[1]
-    assert digest["counts"] == {"stuck": 120, "finished": 0, "recovered": 2}
+    assert digest["counts"] == {"stuck": 120, "overdue": 0, "finished": 0, "recovered": 2}
     assert len(digest["batches"]) == alerts.MAX_LISTED == 50
-    assert digest["not_listed"] == {"stuck": 70, "finished": 0, "recovered": 2}
+    assert digest["not_listed"] == {"stuck": 70, "overdue": 0, "finished": 0, "recovered": 2}
     assert digest["batches"][0]["id"] == "rb_119"  # Longest without progress first.
     assert "…and 70 more" in digest["text"] and "…and 2 more" in digest["text"]
     assert len(digest["text"]) < 40_000  # Slack truncates longer messages.

@@ -157,9 +157,9 @@ def odd_batches(db) -> list[Batch]:
 
 
 def list_links(response) -> dict[str, str]:
-    """The list's row links: id shown → href."""
-    found = re.findall(r'class="batch-id" href="([^"]+)">([^<]*)</a>', response.content.decode())
-    return {html.unescape(shown): html.unescape(href) for href, shown in found}
+    """The list's row links: batch id → href (each row's link, id="open-<id>")."""
+    found = re.findall(r'<a id="open-([^"]*)" class="batch-link[^"]*" href="([^"]+)">', response.content.decode())
+    return {html.unescape(shown): html.unescape(href) for shown, href in found}
 
 
 def test_every_id_gets_a_list_link_a_page_and_a_back_link_that_reach_it(ops_client, odd_batches):

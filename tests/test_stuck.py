@@ -367,7 +367,9 @@ def test_evaluation_is_read_only_when_nothing_changes():
 
     sql = [query["sql"].lstrip().upper() for query in queries.captured_queries]
     assert [q for q in sql if q.startswith(("INSERT", "UPDATE", "DELETE"))] == []
-    assert len(sql) <= 10
+    # A handful of indexed reads, whatever the number of batches (overdue,
+    # judged beside stuck, adds one).
+    assert len(sql) <= 11
 
 
 # Wired into the sync ---------------------------------------------------------------
@@ -412,3 +414,58 @@ def test_a_failing_evaluation_never_fails_the_sync(simulator, inkit, monkeypatch
         assert check_stuck(sync_run_id=run.pk) is None
     assert run.outcome == SyncRun.Outcome.SUCCEEDED
     assert "stuck evaluation after sync" in caplog.text and "evaluator bug" in caplog.text
+
+
+# Overdue ----------------------------------------------------------------------------
+
+
+def test_a_batch_in_progress_past_overdue_after_hours_is_declared_once(settings):
+    settings.OVERDUE_AFTER_HOURS = 24
+    make_batch("rb_old", created_at=T0 - timedelta(hours=23, minutes=59), seen_at=T0)
+    make_batch("rb_done", status=COMPLETED, created_at=T0 - timedelta(days=3), seen_at=T0)
+    assert evaluate_after(T0).overdue == []
+
+    evaluation = evaluate_after(T0 + 2 * MIN)
+    assert evaluation.overdue == ["rb_old"] and evaluation.stuck == []
+    [event] = events(BatchEvent.Kind.OVERDUE)
+    assert event.changes == {"created_at": (T0 - timedelta(hours=23, minutes=59)).isoformat(), "overdue_after_hours": 24}
+    batch = Batch.objects.get(pk="rb_old")
+    assert batch.declared_overdue_at == evaluation.now and batch.is_overdue(T0 + 2 * MIN)
+    assert evaluation.alert.overdue == 1
+    assert evaluation.alert.subject == "Overdue: Invoices (rb_old), In Progress for 1 d since created"
+
+    # Still In Progress later, or progressing: never alerted again.
+    progressed("rb_old", T0 + 30 * MIN)
+    assert evaluate_after(T0 + 40 * MIN).overdue == []
+    assert len(events(BatchEvent.Kind.OVERDUE)) == 1
+
+
+def test_batches_already_overdue_at_the_first_sync_make_one_digest(settings):
+    settings.OVERDUE_AFTER_HOURS = 24
+    for n in range(70):
+        make_batch(f"rb_{n:03d}", created_at=T0 - timedelta(days=400 - n), seen_at=T0)
+    evaluation = evaluate_after(T0)
+    assert len(evaluation.overdue) == 70 and Alert.objects.count() == 1
+    payload = evaluation.alert.payload
+    assert payload["counts"]["overdue"] == 70 and payload["not_listed"]["overdue"] == 20
+    assert payload["batches"][0]["id"] == "rb_000"  # Longest In Progress first.
+    assert evaluation.alert.subject == "70 batches overdue"
+    assert payload["overdue_url"] is None  # No PUBLIC_URL.
+
+
+def test_no_overdue_alarm_from_a_failed_sync(settings):
+    settings.OVERDUE_AFTER_HOURS = 1
+    make_batch("rb_old", created_at=T0 - timedelta(hours=5), seen_at=T0)
+    run = synced(T0, SyncRun.Outcome.FAILED)
+    assert evaluate_stuck(now=run.finished_at, sync_run=run).overdue == []
+    assert Batch.objects.get(pk="rb_old").declared_overdue_at is None
+
+
+def test_the_vendors_old_in_progress_batches_are_overdue_from_the_first_sync(simulator, inkit):
+    run = sync_all(client=inkit)
+    # What the check_stuck task the sync queued does on a worker.
+    evaluate_stuck(sync_run=run)
+    overdue = set(Batch.objects.overdue(run.started_at).values_list("id", flat=True))
+    declared = {event.batch_id for event in events(BatchEvent.Kind.OVERDUE)}
+    assert declared == overdue and len(declared) >= 3
+    assert {event.alert_id for event in events(BatchEvent.Kind.OVERDUE)} == {Alert.objects.get().pk}

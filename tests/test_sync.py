@@ -135,7 +135,7 @@ def test_a_status_change_is_progress(simulator, inkit):
     sync_all(client=inkit)
     after = Batch.objects.get(pk=target["id"])
     assert after.status == "Completed" and after.last_progress_at > before.last_progress_at
-    assert BatchEvent.objects.get(batch=after).changes["status"] == ["In Progress", "Completed"]
+    assert BatchEvent.objects.get(batch=after, kind=BatchEvent.Kind.CHANGED).changes["status"] == ["In Progress", "Completed"]
 
 
 def test_a_destination_that_disappears_is_removed(simulator, inkit):

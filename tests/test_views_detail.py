@@ -29,7 +29,7 @@ def test_it_shows_every_field_and_the_destinations(ops_client):
     assert response.status_code == 200
     page = text(response)
     assert "Payroll stubs #12" in page and "rb_detail1" in page and "In Progress" in page
-    for label, value in [("Total documents", "40"), ("Completed", "70"), ("Failed", "4"), ("In progress", "6")]:
+    for label, value in [("Documents", "40"), ("Deliveries", "80"), ("Completed", "70"), ("Failed", "4"), ("In progress", "6")]:
         assert f"{label} {value}" in page
     html = response.content.decode()
     destinations = re.search(r'<section class="panel" aria-labelledby="destinations-title">.*?</section>', html, re.DOTALL).group(0)

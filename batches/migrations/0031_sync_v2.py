@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='batch',
-            index=models.Index(condition=models.Q(('gone_at__isnull', True), ('status', 'In Progress')), fields=['created_at'], name='batch_in_flight_created_idx'),
+            index=models.Index(condition=models.Q(('gone_at__isnull', True), ('status', 'In Progress')), fields=['created_at'], name='batch_in_progress_created_idx'),
         ),
         migrations.AddIndex(
             model_name='syncrun',

@@ -17,6 +17,7 @@ from hashlib import blake2b
 
 from django.db import connection, transaction
 
+from .. import trends
 from ..inkit import BatchData, DestinationData
 from ..models import Batch, BatchDestination, BatchEvent
 from . import sql
@@ -152,11 +153,13 @@ def upsert_batches(
             result.created += 1
             batch_rows.append(_BatchRow(item, raw_json, digest, now, now, item.sums()))
             destination_rows.extend((item, dest) for dest in item.destinations)
+        updated_ids: list[str] = []
         for batch_id in changed_ids:
             old = old_batches.get(batch_id)
             if old is None or (old["checked_at"] is not None and old["checked_at"] > read_at):
                 result.stale += 1  # Gone from the table, or a newer read came first.
                 continue
+            updated_ids.append(batch_id)
             item = by_id[batch_id]
             raw_json, digest = prints[batch_id]
             result.updated += 1
@@ -193,6 +196,14 @@ def upsert_batches(
             _write_destinations(destination_rows, new=not result.updated)
         if events:
             BatchEvent.objects.bulk_create(events)
+        # The trend rollups (batches/trends.py) from what this write saw: the
+        # new batches, and each updated one with its destinations as stored
+        # before; in this transaction, so a write that fails records nothing.
+        trends.record_page(
+            new=[by_id[batch_id] for batch_id in new_ids],
+            changed=[(old_destinations[batch_id], by_id[batch_id]) for batch_id in updated_ids],
+            now=now,
+        )
     return result
 
 

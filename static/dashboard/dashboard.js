@@ -1,6 +1,8 @@
 // Batchwatch: the little the server cannot do. Times in the viewer's own
-// time zone, copying a batch id, and saying when a live refresh failed.
-// Everything works without it; htmx does the rest.
+// time zone, copying a batch id, saying when a live refresh failed, the live
+// refresh's clock, and Enter in the search box. Everything works without
+// it; htmx does the rest. Nothing here is eval'd or inline: the
+// Content-Security-Policy allows this file and htmx, nothing else.
 (function () {
   "use strict";
   document.documentElement.classList.remove("no-js");
@@ -13,15 +15,16 @@
 
   // <time datetime="…" data-local> comes from the server in UTC; show it in
   // the viewer's zone instead (YYYY-MM-DD HH:MM, or HH:MM:SS for
-  // data-local="time"), keeping UTC in the tooltip.
+  // data-local="time", HH:MM for data-local="hm"), keeping UTC in the tooltip.
   function localiseTimes(root) {
     root.querySelectorAll("time[data-local]").forEach(function (el) {
       var moment = new Date(el.getAttribute("datetime"));
       if (isNaN(moment)) return;
       if (!el.title) el.title = moment.toISOString().slice(0, 19).replace("T", " ") + " UTC";
       var clock = pad(moment.getHours()) + ":" + pad(moment.getMinutes());
-      el.textContent = el.dataset.local === "time"
-        ? clock + ":" + pad(moment.getSeconds())
+      var kind = el.dataset.local;
+      el.textContent = kind === "hm" ? clock
+        : kind === "time" ? clock + ":" + pad(moment.getSeconds())
         : moment.getFullYear() + "-" + pad(moment.getMonth() + 1) + "-" + pad(moment.getDate()) + " " + clock;
     });
     root.querySelectorAll("[data-zone]").forEach(function (el) { el.textContent = zone; });
@@ -61,4 +64,48 @@
   document.addEventListener("htmx:sendError", function () { setOffline(true); });
   document.addEventListener("htmx:responseError", function () { setOffline(true); });
   document.addEventListener("htmx:afterSettle", function () { setOffline(false); });
+
+  // The live refresh: #live-refresh answers "live-refresh" (hx-trigger).
+  // Fired every data-refresh-seconds while the tab is visible, and at once
+  // when it becomes visible again; the element is swapped with the table,
+  // so it is looked up afresh each time.
+  var refreshTimer = null;
+  function poller() { return document.getElementById("live-refresh"); }
+  function refresh(reason) {
+    var el = poller();
+    if (el && window.htmx) window.htmx.trigger(el, "live-refresh", { reason: reason });
+  }
+  function scheduleRefresh() {
+    clearTimeout(refreshTimer);
+    refreshTimer = null;
+    var el = poller();
+    var seconds = el ? parseInt(el.dataset.refreshSeconds, 10) : 0;
+    if (!(seconds > 0)) return;
+    refreshTimer = setTimeout(function () {
+      if (document.visibilityState === "visible") refresh("poll");
+      scheduleRefresh();
+    }, seconds * 1000);
+  }
+  document.addEventListener("DOMContentLoaded", scheduleRefresh);
+  // A view without the poller (a 400) stopped the clock; the next one restarts it.
+  document.addEventListener("htmx:afterSettle", function () { if (!refreshTimer) scheduleRefresh(); });
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState !== "visible") return;
+    refresh("visible");
+    scheduleRefresh();
+  });
+
+  // Enter in the search box: the search as you type sends the request (once
+  // the typing pauses, or at once if the text has not changed), so Enter
+  // must not submit the form as well, which sent a second request for the
+  // same view. Without JavaScript Enter submits the form, as it should.
+  document.addEventListener("change", function (event) {
+    // The search box asks by its input event; its change would ask again.
+    if (event.target.id === "f-q") event.stopPropagation();
+  }, true);
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || !event.target.matches("#filters input:not([type=checkbox])")) return;
+    event.preventDefault();
+    if (event.target.id === "f-q") event.target.dispatchEvent(new Event("input", { bubbles: true }));
+  });
 })();

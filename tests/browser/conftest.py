@@ -6,6 +6,7 @@ Without /usr/bin/chromium the tests skip, saying why, except on CI
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,10 @@ import pytest
 from pytest_django.live_server_helper import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
+# axe-core from the npm registry, installed by .ci/run into node_modules/
+# (git-ignored): `npm install --no-save axe-core@4.14.1` does it by hand.
+AXE_VERSION = "4.14.1"
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core"
 # Git-ignored; screenshots land here for a person to look at.
 RESULTS = Path(__file__).resolve().parents[2] / "test-results"
 
@@ -96,3 +101,89 @@ def sign_in(page, username: str, password: str, then: str = "/") -> None:
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_url(lambda url: "/login/" not in url)
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core's script, to evaluate in a page: injected by the test
+    through the DevTools protocol, which the page's CSP does not govern (the
+    app never serves it)."""
+    package = AXE / "package.json"
+    if not package.exists():
+        _missing(f"axe-core is missing: npm install --no-save axe-core@{AXE_VERSION} (.ci/run does it)")
+    version = json.loads(package.read_text())["version"]
+    if version != AXE_VERSION:
+        _missing(f"axe-core {version} is installed, the tests pin {AXE_VERSION}")
+    return (AXE / "axe.min.js").read_text()
+
+
+# Recorded in every page from before its first script runs: a CSP violation
+# event cannot be missed however early it happens.
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(event.violatedDirective + " " + (event.blockedURI || "inline") + " at "
+    + (event.sourceFile || "?") + ":" + event.lineNumber + " " + (event.sample || ""));
+});
+"""
+
+
+@pytest.fixture
+def watched(new_page):
+    """Like new_page, but every page records console errors and CSP
+    violations; page.problems() returns them (empty when all is well).
+    Chromium reports every violation on the console too, so pages left
+    behind are covered; the securitypolicyviolation events are the page's
+    own, read in it."""
+
+    def open_page(**options):
+        page = new_page(**options)
+        errors: list[str] = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+        page.add_init_script(CSP_WATCH)
+
+        def problems(allow: tuple[str, ...] = ()) -> list[str]:
+            violations = page.evaluate("window.__cspViolations || []")
+            found = [f"CSP: {v}" for v in violations]
+            found += [e for e in errors if not any(a in e for a in allow)]
+            return found
+
+        page.problems = problems
+        return page
+
+    return open_page
+
+
+def run_axe(page, axe_source: str) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is, as
+    "rule: target" lines. Fails if axe did not really run."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(axe_source)
+    results = page.evaluate(
+        "async () => { const r = await axe.run(document, {resultTypes: ['violations']});"
+        " return {version: r.testEngine.version, passes: r.passes.length,"
+        " violations: r.violations.map(v => ({id: v.id, impact: v.impact,"
+        " targets: v.nodes.slice(0, 5).map(n => n.target.join(' ') + ' ' + (n.failureSummary || '').split('\\n')[1])}))}; }"
+    )
+    assert results["version"] == AXE_VERSION and results["passes"] > 10, results
+    return [
+        f"{v['id']} ({v['impact']}): {'; '.join(v['targets'])}"
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def horizontal_overflow(page, selector: str = "") -> int:
+    """How many pixels the document (or an element) scrolls sideways."""
+    if selector:
+        return page.evaluate(
+            "(s) => { const e = document.querySelector(s); return e ? e.scrollWidth - e.clientWidth : 0; }", selector
+        )
+    return page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")

@@ -44,9 +44,12 @@ def test_every_odd_id_is_a_link_a_page_and_a_way_back(new_page, ops_user, odd_ba
     page = new_page()
     sign_in(page, "ops", "ops-password-1", then="/?status=Completed&sort=name")
     for batch in odd_batches:
-        link = page.locator("a.batch-id").filter(has_text=re.compile(f"^{re.escape(batch.id)}$"))
-        assert link.count() == 1, batch.id
-        link.click()
+        # Each row shows its id under the name, which is the link.
+        row = page.locator("table.batches tbody tr").filter(
+            has=page.locator("span.batch-id", has_text=re.compile(f"^{re.escape(batch.id)}$"))
+        )
+        assert row.count() == 1, batch.id
+        row.locator("a.batch-link").click()
         page.wait_for_selector("code.batch-id")
         # The browser kept the path as given: nothing resolved or dropped.
         assert urlsplit(page.url).path == batch.get_absolute_url(), batch.id

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from batches.models import Batch, BatchDestination, SyncRun
 from tests.factories import finished_sync, make_batch
@@ -66,7 +67,7 @@ def test_sign_in_filter_sort_and_page_with_htmx(new_page, ops_user, batches, res
     sign_in(page, "ops", "ops-password-1")
     page.wait_for_selector("table.batches")
     page.screenshot(path=results_dir / "list-light.png")
-    assert page.locator("td.col-name", has_text="<script>alert(1)</script> invoices").count() == 1
+    assert page.locator("td.col-name .name", has_text="<script>alert(1)</script> invoices").count() == 1
 
     # Marks this document: a full page load would lose it.
     page.evaluate("window.sameDocument = true")
@@ -77,8 +78,8 @@ def test_sign_in_filter_sort_and_page_with_htmx(new_page, ops_user, batches, res
     checkbox.focus()
     page.keyboard.press("Space")
     page.wait_for_url(re.compile(r"status=In\+Progress"))
-    page.wait_for_function("document.querySelectorAll('table.batches tbody tr').length === 50")
-    assert all("In Progress" in cell for cell in column(page, 3))
+    page.wait_for_function("() => document.querySelectorAll('table.batches tbody tr').length === 50")
+    assert all("In Progress" in cell for cell in column(page, 2))
     assert active_id(page) == checkbox_id
     assert page.get_by_text("1–50 of 70 batches").count() == 1
 
@@ -86,8 +87,8 @@ def test_sign_in_filter_sort_and_page_with_htmx(new_page, ops_user, batches, res
     page.focus("#sort-failed")
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"sort=-failed"))
-    page.wait_for_function("document.querySelector('th.col-failed').getAttribute('aria-sort') === 'descending'")
-    failed = [int(cell) for cell in column(page, 6)]
+    page.wait_for_function("() => document.querySelector('th.col-failed').getAttribute('aria-sort') === 'descending'")
+    failed = [int(cell) for cell in column(page, 5)]
     assert failed == sorted(failed, reverse=True) and failed[0] == IN_PROGRESS - 1
     assert active_id(page) == "sort-failed"
     assert query(page)["status"] == ["In Progress"]
@@ -96,8 +97,8 @@ def test_sign_in_filter_sort_and_page_with_htmx(new_page, ops_user, batches, res
     page.focus("#page-next")
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"page=2"))
-    page.wait_for_function("document.querySelectorAll('table.batches tbody tr').length === 20")
-    assert [int(cell) for cell in column(page, 6)] == list(range(19, -1, -1))
+    page.wait_for_function("() => document.querySelectorAll('table.batches tbody tr').length === 20")
+    assert [int(cell) for cell in column(page, 5)] == list(range(19, -1, -1))
     # On the last page Next is a disabled control with the same id, so a
     # keyboard user stays where they were rather than back at the page's top.
     assert active_id(page) == "page-next"
@@ -106,13 +107,13 @@ def test_sign_in_filter_sort_and_page_with_htmx(new_page, ops_user, batches, res
 
     # The back button returns to the previous view (fetched afresh).
     page.go_back()
-    page.wait_for_function("document.querySelectorAll('table.batches tbody tr').length === 50")
+    page.wait_for_function("() => document.querySelectorAll('table.batches tbody tr').length === 50")
     assert "page" not in query(page) and query(page)["sort"] == ["-failed"]
 
     # A summary figure applies its filter, and the form follows.
     page.click("#sum-stuck")
     page.wait_for_url(re.compile(r"/\?stuck=1$"))
-    page.wait_for_function("document.querySelectorAll('table.batches tbody tr').length === 7")
+    page.wait_for_function("() => document.querySelectorAll('table.batches tbody tr').length === 7")
     assert page.locator("#f-stuck").is_checked()
     assert not page.locator(f"#{checkbox_id}").is_checked()
     assert page.locator(".stuck-flag", has_text=re.compile(r"stuck for 5 h")).count() == 7
@@ -134,8 +135,10 @@ def test_the_live_refresh_picks_up_changes_and_keeps_what_the_user_was_doing(new
     page.wait_for_selector("table.batches")
     url = page.url
 
-    # Half-typed search text, the cursor in it, the page scrolled down.
-    page.fill("#f-q", "half typed")
+    # Search text not sent yet (as while the search as you type waits for a
+    # pause: set without an input event), the cursor in it, the page scrolled down.
+    page.focus("#f-q")
+    page.evaluate("document.getElementById('f-q').value = 'half typed'")
     page.evaluate("window.scrollTo(0, 400)")
 
     Batch.objects.filter(pk="rb_ip069").update(name="Renamed while watching", failed=70)
@@ -150,25 +153,26 @@ def test_the_live_refresh_picks_up_changes_and_keeps_what_the_user_was_doing(new
     # Hidden tab: no refreshes. Every poll asks document.visibilityState, so
     # counting the asks tells when polls came and were turned down: the test
     # waits for the page's own polls, not for a guess of how long they take.
-    # The page also notes what set off each refresh: becoming visible, or a poll.
+    # The page also notes what set off each refresh: becoming visible, or a
+    # poll (dashboard.js says which in the live-refresh event's detail).
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url) if request.headers.get("hx-request") else None)
     page.evaluate(
         "window.refreshTriggers = [];"
         "document.addEventListener('htmx:configRequest', (event) => window.refreshTriggers.push("
-        " event.detail.triggeringEvent ? event.detail.triggeringEvent.type : 'poll'));"
+        " event.detail.triggeringEvent && event.detail.triggeringEvent.detail"
+        " ? event.detail.triggeringEvent.detail.reason : 'unknown'));"
         "window.visibilityAsks = 0;"
         "Object.defineProperty(document, 'visibilityState', {configurable: true,"
         " get() { window.visibilityAsks += 1; return 'hidden'; }});"
         "document.dispatchEvent(new Event('visibilitychange'))"
     )
     # A refresh already in flight lands first (htmx marks it .htmx-request).
-    page.wait_for_function("!document.querySelector('.htmx-request')", timeout=30_000)
+    expect(page.locator(".htmx-request")).to_have_count(0, timeout=30_000)
     requests.clear()
     asked, made = page.evaluate("[window.visibilityAsks, window.refreshTriggers.length]")
     # Three polls turned down, or (a failure, seen at once) a refresh made.
-    page.wait_for_function(
-        f"window.visibilityAsks >= {asked + 3} || window.refreshTriggers.length > {made}", timeout=30_000
+    page.wait_for_function(f"() => window.visibilityAsks >= {asked + 3} || window.refreshTriggers.length > {made}", timeout=30_000
     )
     assert page.evaluate("window.refreshTriggers.length") == made
     assert requests == []
@@ -181,7 +185,7 @@ def test_the_live_refresh_picks_up_changes_and_keeps_what_the_user_was_doing(new
             "document.dispatchEvent(new Event('visibilitychange'))"
         )
     assert "status=In+Progress" in refresh.value.url
-    assert page.evaluate("window.refreshTriggers[0]") == "visibilitychange"
+    assert page.evaluate("window.refreshTriggers[0]") == "visible"
 
 
 @pytest.fixture
@@ -236,7 +240,7 @@ def test_without_javascript_the_same_controls_are_plain_forms_and_links(new_page
     page.click("#sort-total")
     page.wait_for_url(re.compile(r"sort=-total"))
     assert query(page)["status"] == ["Completed"]
-    page.click("a.batch-id >> nth=0")
+    page.click("a.batch-link >> nth=0")
     page.wait_for_url(re.compile(r"/batches/rb_"))
     page.click("#back")
     page.wait_for_url(re.compile(r"status=Completed.*sort=-total"))
