@@ -22,6 +22,13 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # Git-ignored folder for local state: the SQLite database, the embedded
 # broker's message folders and the beat schedule.
 VAR_DIR = Path(os.environ.get("BATCHWATCH_VAR_DIR", BASE_DIR / "var"))
+# The test suite runs in parallel processes (pytest-xdist sets this to gw0,
+# gw1...; the processes a test starts inherit it): each keeps its local
+# state (the SQLite files, the embedded broker, beat's schedule) apart and
+# its own queue on a shared broker. Unset everywhere else.
+TEST_PROCESS = os.environ.get("PYTEST_XDIST_WORKER", "")
+if TEST_PROCESS:
+    VAR_DIR = VAR_DIR / TEST_PROCESS
 
 VERSION = "1.0.0"
 
@@ -453,6 +460,10 @@ CELERY_TASK_TIME_LIMIT = SYNC_TIME_LIMIT_SECONDS + 120
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CONCURRENCY = WORKER_CONCURRENCY
 CELERY_TASK_ACKS_LATE = False  # turned on per task, for the idempotent ones
+# See TEST_PROCESS above: a Celery worker a test starts takes only its own
+# test process's tasks from a broker they share.
+if TEST_PROCESS:
+    CELERY_TASK_DEFAULT_QUEUE = f"celery-{TEST_PROCESS}"
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
